@@ -1,0 +1,37 @@
+# The two set-up commands: `make demo` (the main job, end to end) and `make test` (the suite).
+# Both create or reuse a local virtual environment in .venv and install what they need.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SHMN := $(VENV)/bin/shmn
+STAMP := $(VENV)/.shmn-installed
+DEMO_DIR ?= demo-output
+# glibc otherwise maps and unmaps every large activation (25-44% of CPU time in the kernel, DESIGN section 7).
+export GLIBC_TUNABLES ?= glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
+
+.PHONY: all install anatomy demo test clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# Exactly this torch: a CPU file is served for it; a looser spec pulls gigabytes of CUDA packages.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[slicer,test]'
+	touch $@
+
+install: $(STAMP)
+
+anatomy: $(STAMP)
+	$(SHMN) fetch-anatomy
+
+demo: anatomy
+	$(PY) -m shmn.demo --out $(DEMO_DIR)
+
+test: anatomy
+	$(PY) -m pytest -q -n 2 --dist loadgroup Testing
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache

@@ -1,0 +1,3 @@
+from shmn.cli import main
+
+raise SystemExit(main())
