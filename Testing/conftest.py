@@ -1,0 +1,28 @@
+"""Shared fixtures. Tests use small volumes and real files; nothing here fakes MRML or the engine."""
+
+from __future__ import annotations
+
+import os
+
+# Two pytest workers on a 2-core machine: one thread each, or they fight for the cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def anatomy():
+    from shmn.anatomy import load_anatomy
+
+    return load_anatomy()
+
+
+@pytest.fixture(scope="session")
+def small_cohort(tmp_path_factory):
+    """A tiny phantom cohort (size 'small'): the two datasets' manifests under one folder."""
+    from shmn.phantom import CohortConfig, generate_cohort
+
+    root = tmp_path_factory.mktemp("cohort") / "cohort"
+    generate_cohort(root, CohortConfig(seed=7, n_pvl=6, n_macs=9, n_ventricle_labels=3, size="small"), progress=False)
+    return root
