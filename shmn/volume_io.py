@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import gzip
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from shmn.atomic import atomic_path
+from shmn.atomic import atomic_path, ensure_writable_dir
 from shmn.errors import ShmnError
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".mha", ".mhd")
@@ -85,7 +86,23 @@ def read_volume(path: str | os.PathLike, check_values: bool = True) -> sitk.Imag
             raise ShmnError(
                 f"{p}: not a readable image ({_first_line(exc)}); expected a 3D NIfTI, NRRD, MHA/MHD file or a DICOM folder"
             ) from None
+    if check_values and _is_nifti(p):
+        _check_nifti_finite(p)
     return validate_volume(image, p, check_values=check_values)
+
+
+def _is_nifti(p: Path) -> bool:
+    return p.is_file() and p.name.lower().endswith((".nii", ".nii.gz"))
+
+
+def _check_nifti_finite(p: Path) -> None:
+    # ITK's NIfTI reader replaces NaN with 0 silently; look at the stored values with nibabel.
+    import nibabel as nib
+
+    data = np.asanyarray(nib.load(str(p)).dataobj)
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise ShmnError(f"{p}: {bad} voxels are NaN or Inf; expected finite intensities")
 
 
 def _check_gzip(p: Path) -> None:
@@ -132,10 +149,40 @@ def validate_volume(image: sitk.Image, source: str | os.PathLike = "image", chec
 
 
 def write_volume(image: sitk.Image, path: str | os.PathLike, compress: bool = True, overwrite: bool = True) -> Path:
-    """Write atomically (temporary file beside the target, then rename)."""
-    with atomic_path(path, overwrite=overwrite) as tmp:
+    """Write atomically: into a temporary place beside the target, then renamed.
+
+    Header metadata from the source file (NIfTI description fields and the like) is dropped: the
+    geometry is carried by origin/spacing/direction, and other formats would only warn about it.
+    """
+    image = _without_metadata(image)
+    target = Path(path)
+    if target.name.lower().endswith(".mhd"):
+        return _write_mhd(image, target, compress, overwrite)
+    with atomic_path(target, overwrite=overwrite) as tmp:
         sitk.WriteImage(image, str(tmp), compress)
-    return Path(path)
+    return target
+
+
+def _without_metadata(image: sitk.Image) -> sitk.Image:
+    if not image.GetMetaDataKeys():
+        return image
+    copy = sitk.Image(image)
+    for key in copy.GetMetaDataKeys():
+        copy.EraseMetaData(key)
+    return copy
+
+
+def _write_mhd(image: sitk.Image, target: Path, compress: bool, overwrite: bool) -> Path:
+    # A .mhd header names its data file; write both under their final names in a private folder,
+    # then move the data file first and the header last, so a reader never sees a header without data.
+    if target.exists() and not overwrite:
+        raise ShmnError(f"{target}: already exists; choose another output or remove it first")
+    ensure_writable_dir(target.parent)
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as tmp:
+        sitk.WriteImage(image, str(Path(tmp) / target.name), compress)
+        for part in sorted(Path(tmp).iterdir(), key=lambda p: p.name.lower().endswith(".mhd")):
+            os.replace(part, target.parent / part.name)
+    return target
 
 
 def geometry(image: sitk.Image) -> dict:
