@@ -1,0 +1,217 @@
+"""The engine's output folder (``OUT/<case>/``) turned into MRML nodes beside the input volume.
+
+- segmentation: ``segmentation.seg.nrrd`` read by Slicer's own segmentation reader, so the segment
+  IDs, names, colours and terminology are exactly what the engine wrote; shown in 2D and 3D;
+- lesion centres: a markups point list, one control point per lesion of ``report.json`` (RAS mm);
+- results table: one row per lesion, then totals, MACS prediction and the model's identity.
+
+All three go under the input volume's parent in the subject hierarchy (its study) and under the
+input's transform, so they overlay the volume wherever the user has moved it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+SEGMENTATION_FILE = "segmentation.seg.nrrd"
+REPORT_FILE = "report.json"
+OVERVIEW_FILE = "overview.png"
+LESION_COLOUR = (0.9, 0.2, 0.2)  # the PVL segment's colour (shmn.terminology.PVL_LESION)
+VENTRICLE_OPACITY_3D = 0.4  # see-through ventricles: the lesions around them stay visible in 3D
+TABLE_COLUMNS = ("Measurement", "Value", "Unit", "R (mm)", "A (mm)", "S (mm)")
+REQUIRED_REPORT_KEYS = ("case", "macs", "pvl", "ventricles", "model", "disclaimer")
+
+
+class ResultsError(RuntimeError):
+    """The engine's output folder is missing something the module needs."""
+
+
+def readReport(caseDir: Path) -> dict:
+    path = Path(caseDir) / REPORT_FILE
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ResultsError(f"{path}: cannot read the engine's report ({exc})") from None
+    missing = [key for key in REQUIRED_REPORT_KEYS if key not in report]
+    if missing:
+        raise ResultsError(f"{path}: report lacks {', '.join(missing)}; the engine is older than this module")
+    return report
+
+
+def _macsGroupLabel(report: dict) -> str | None:
+    macs = report["macs"]
+    group = macs.get("group")
+    if group is None:
+        return None
+    groups = macs.get("groups") or {"mild": "MACS I-II", "severe": "MACS III-V"}
+    return f"{group} ({groups.get(group, '?')})"
+
+
+@dataclass(frozen=True)
+class ResultSummary:
+    """The figures the radiologist sees first; None where the model lacks the task."""
+
+    case: str
+    macsGroup: str | None
+    macsProbabilitySevere: float | None
+    pvlVolumeMl: float | None
+    lesionCount: int | None
+    ventriclesVolumeMl: float | None
+    model: str
+    disclaimer: str
+    warnings: tuple[str, ...] = ()
+
+    @classmethod
+    def fromReport(cls, report: dict) -> "ResultSummary":
+        pvl = report["pvl"]
+        lesionCount = pvl.get("lesion_count")
+        if lesionCount is None and pvl.get("volume_ml") is not None:
+            lesionCount = len(pvl.get("lesions") or [])
+        return cls(
+            case=report["case"],
+            macsGroup=_macsGroupLabel(report),
+            macsProbabilitySevere=report["macs"].get("probability_severe"),
+            pvlVolumeMl=pvl.get("volume_ml"),
+            lesionCount=lesionCount,
+            ventriclesVolumeMl=report["ventricles"].get("volume_ml"),
+            model=f"{report['model'].get('name')} {report['model'].get('version')}",
+            disclaimer=report["disclaimer"],
+            warnings=tuple(report.get("warnings") or ()),
+        )
+
+    def text(self) -> str:
+        """Plain text for the module's result label."""
+        na = "n/a (not in this model)"
+        lines = [
+            f"MACS: {self.macsGroup}, p(severe) = {self.macsProbabilitySevere:.2f}" if self.macsGroup else f"MACS: {na}",
+            f"PVL: {self.pvlVolumeMl:.2f} mL in {self.lesionCount} lesion(s)" if self.pvlVolumeMl is not None else f"PVL: {na}",
+            f"Lateral ventricles: {self.ventriclesVolumeMl:.1f} mL" if self.ventriclesVolumeMl is not None else f"Ventricles: {na}",
+            f"Model: {self.model}",
+        ]
+        lines += [f"Warning: {warning}" for warning in self.warnings]
+        return "\n".join(lines + [self.disclaimer])
+
+
+def _number(value, digits: int) -> str:
+    return "n/a" if value is None else f"{float(value):.{digits}f}"
+
+
+def tableRows(report: dict) -> list[tuple[str, str, str, str, str, str]]:
+    """The results table's rows (all text, as shown): lesions first, then totals and the model."""
+    rows = []
+    for index, lesion in enumerate(report["pvl"].get("lesions") or [], start=1):
+        r, a, s = (f"{float(v):.1f}" for v in lesion["centre_ras_mm"])
+        rows.append((f"PVL lesion {index}", _number(lesion["volume_ml"], 4), "mL", r, a, s))
+    summary = ResultSummary.fromReport(report)
+    model = report["model"]
+    rows += [
+        ("PVL total", _number(summary.pvlVolumeMl, 3), "mL", "", "", ""),
+        ("PVL lesion count", "n/a" if summary.lesionCount is None else str(summary.lesionCount), "", "", "", ""),
+        ("Lateral ventricles total", _number(summary.ventriclesVolumeMl, 3), "mL", "", "", ""),
+        ("MACS probability (severe)", _number(summary.macsProbabilitySevere, 4), "", "", "", ""),
+        ("MACS group", summary.macsGroup or "n/a", "", "", "", ""),
+        ("Model", f"{model.get('name')} {model.get('version')}", "", "", "", ""),
+        ("Model sha256", str(model.get("sha256")), "", "", "", ""),
+    ]
+    return rows
+
+
+def _subjectHierarchy(scene):
+    import slicer
+
+    return slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+
+
+def placeBeside(nodes: list, volumeNode) -> None:
+    """Put ``nodes`` under the volume's parent item (its study) and under the volume's transform."""
+    hierarchy = _subjectHierarchy(volumeNode.GetScene())
+    volumeItem = hierarchy.GetItemByDataNode(volumeNode)
+    parentItem = hierarchy.GetItemParent(volumeItem) if volumeItem else hierarchy.GetSceneItemID()
+    for node in nodes:
+        # In Slicer the subject hierarchy plugins give every new node an item; reuse it if so.
+        item = hierarchy.GetItemByDataNode(node) or hierarchy.CreateItem(parentItem, node)
+        hierarchy.SetItemParent(item, parentItem)
+        if node.IsA("vtkMRMLTransformableNode"):
+            node.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+
+
+def importSegmentation(caseDir: Path, volumeNode, segmentationsLogic, name: str):
+    """Load ``segmentation.seg.nrrd`` with Slicer's reader; show it in 2D and as a 3D surface."""
+    path = Path(caseDir) / SEGMENTATION_FILE
+    if not path.is_file():
+        raise ResultsError(f"{path}: the engine wrote no segmentation file")
+    segmentation = segmentationsLogic.LoadSegmentationFromFile(str(path), False, name)
+    if segmentation is None:
+        raise ResultsError(f"{path}: Slicer could not read the segmentation file")
+    # Edits in the Segment Editor then happen on the input volume's grid, where the engine put the masks.
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+    segmentation.CreateDefaultDisplayNodes()
+    segmentation.CreateClosedSurfaceRepresentation()
+    display = segmentation.GetDisplayNode()
+    display.SetVisibility(True)
+    display.SetVisibility3D(True)
+    segments = segmentation.GetSegmentation()
+    for index in range(segments.GetNumberOfSegments()):
+        segmentId = segments.GetNthSegmentID(index)
+        if "ventricle" in segments.GetSegment(segmentId).GetName().lower():
+            display.SetSegmentOpacity3D(segmentId, VENTRICLE_OPACITY_3D)
+    return segmentation
+
+
+def importLesionCentres(report: dict, scene, name: str):
+    """One locked control point per lesion, labelled L1, L2... with its volume as description."""
+    import vtk
+
+    centres = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
+    centres.CreateDefaultDisplayNodes()
+    centres.GetDisplayNode().SetSelectedColor(*LESION_COLOUR)
+    for number, lesion in enumerate(report["pvl"].get("lesions") or [], start=1):
+        index = centres.AddControlPoint(vtk.vtkVector3d(*[float(v) for v in lesion["centre_ras_mm"]]), f"L{number}")
+        centres.SetNthControlPointDescription(index, f"PVL lesion {number}: {float(lesion['volume_ml']):.3f} mL")
+        centres.SetNthControlPointLocked(index, True)
+    return centres
+
+
+def importResultsTable(report: dict, scene, name: str):
+    import vtk
+
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    for title in TABLE_COLUMNS:
+        column = vtk.vtkStringArray()
+        column.SetName(title)
+        table.AddColumn(column)
+    for row in tableRows(report):
+        rowIndex = table.AddEmptyRow()
+        for columnIndex, text in enumerate(row):
+            table.SetCellText(rowIndex, columnIndex, text)
+    table.SetAttribute("SHMN.disclaimer", report["disclaimer"])
+    return table
+
+
+@dataclass
+class ImportedResults:
+    volume: object  # the input vtkMRMLScalarVolumeNode
+    segmentation: object  # vtkMRMLSegmentationNode
+    centres: object  # vtkMRMLMarkupsFiducialNode
+    table: object  # vtkMRMLTableNode
+    summary: ResultSummary
+    report: dict
+    caseDir: Path
+
+    @property
+    def overview(self) -> Path:
+        return self.caseDir / OVERVIEW_FILE
+
+
+def importResults(caseDir: Path, volumeNode, segmentationsLogic) -> ImportedResults:
+    """Everything of one case into the volume's scene; nothing is added if the report is unusable."""
+    report = readReport(caseDir)
+    base = volumeNode.GetName()
+    scene = volumeNode.GetScene()
+    segmentation = importSegmentation(caseDir, volumeNode, segmentationsLogic, f"{base} SHMN segmentation")
+    centres = importLesionCentres(report, scene, f"{base} PVL lesion centres")
+    table = importResultsTable(report, scene, f"{base} SHMN results")
+    placeBeside([segmentation, centres, table], volumeNode)
+    return ImportedResults(volumeNode, segmentation, centres, table, ResultSummary.fromReport(report), report, Path(caseDir))

@@ -1,0 +1,99 @@
+"""Fixtures for testing the Slicer modules against the real MRML (a pytest plugin).
+
+Use from a test module with ``pytest_plugins = ["slicer_fixtures"]``. The Slicer stand-in is
+``slicer_harness.py``; the engine is the real one (``shmn predict`` in a subprocess) with a tiny
+random-weight model saved by ``shmn.model_file.save_model``: enough to test geometry and plumbing
+end to end in seconds. Lesion-finding accuracy needs the trained default model (its own test).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SEGMENTER_DIR = REPO / "SHMNSegmenter"
+
+# A real SHMN (4 base filters, 4 levels) on the 4 mm "tiny" grid (40x48x40 voxels). N4 off: it is
+# the slowest preprocessing step and geometry does not depend on it.
+TINY_MODEL_CARD = {
+    "name": "slicer-test-tiny",
+    "version": "0.0.1",
+    "grid": {"spacing_mm": 4.0, "size": [40, 48, 40]},
+    "preprocessing": {"n4": False},
+    "training_data": "none: random weights for plumbing tests (synthetic)",
+    "intended_use": "tests only",
+}
+
+
+@pytest.fixture(scope="session")
+def slicer_app(tmp_path_factory):
+    """The installed stand-in (slicer.app, slicer.mrmlScene, slicer.modules, base classes).
+
+    Also puts the module folder on sys.path, as Slicer does for each module path.
+    """
+    from slicer_harness import install_harness
+
+    harness = install_harness(tmp_path_factory.mktemp("slicer-temporary"))
+    if str(SEGMENTER_DIR) not in sys.path:
+        sys.path.insert(0, str(SEGMENTER_DIR))
+    return harness
+
+
+@pytest.fixture
+def scene(slicer_app):
+    """The MRML scene, emptied after the test (like closing the scene in Slicer)."""
+    yield slicer_app.scene
+    slicer_app.clear_scene()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    import torch
+
+    from shmn.model import SHMN, NetworkConfig
+    from shmn.model_file import save_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("models") / "slicer-test-tiny.safetensors"
+    save_model(path, SHMN(NetworkConfig(base_filters=4, levels=4, macs_hidden=16)), TINY_MODEL_CARD)
+    return path
+
+
+def _flip_first_axis(path: Path, out: Path) -> Path:
+    """The same physical image stored with the first voxel axis reversed (flips the affine's handedness)."""
+    import nibabel as nib
+    import numpy as np
+
+    image = nib.load(str(path))
+    flip = np.eye(4)
+    flip[0, 0], flip[0, 3] = -1, image.shape[0] - 1  # voxel i -> n-1-i
+    data = np.asanyarray(image.dataobj)[::-1]
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(data), image.affine @ flip), str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def phantom_case(small_cohort, tmp_path_factory) -> dict:
+    """One PVL-labelled phantom case written twice: affine determinant > 0 and < 0 (LAS-like).
+
+    Returns {"positive": FLAIR path, "negative": FLAIR path, "pvl": mask path (on the positive grid)}.
+    Slicer reverses K when it loads the negative one (DESIGN section 6): same physical image,
+    different array, which is exactly what the geometry tests must see through.
+    """
+    import nibabel as nib
+    import numpy as np
+
+    from shmn.manifest import load_manifest
+
+    manifest = load_manifest(small_cohort / "pvl")
+    case = next(c for c in manifest.cases if c.pvl)
+    image, pvl = manifest.resolve(case.image), manifest.resolve(case.pvl)
+    folder = tmp_path_factory.mktemp("phantom")
+    flipped = _flip_first_axis(image, folder / f"{case.id}_flipped.nii.gz")
+    flipped_pvl = _flip_first_axis(pvl, folder / f"{case.id}_flipped_pvl.nii.gz")
+    if np.linalg.det(nib.load(str(image)).affine[:3, :3]) > 0:
+        return {"positive": image, "negative": flipped, "pvl": pvl, "negative_pvl": flipped_pvl, "id": case.id}
+    return {"positive": flipped, "negative": image, "pvl": flipped_pvl, "negative_pvl": pvl, "id": case.id}
