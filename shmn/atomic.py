@@ -63,6 +63,8 @@ def write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = True) ->
 def ensure_writable_dir(directory: str | os.PathLike) -> Path:
     """Create ``directory`` if needed; raise one clear error when it cannot be written."""
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ShmnError(f"{directory}: output path exists and is not a folder; choose a folder with -o")
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

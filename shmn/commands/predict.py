@@ -1,0 +1,86 @@
+"""`shmn predict INPUT... -o OUT`: PVL and ventricle masks, lesion centres and MACS group per input."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from shmn.errors import ShmnError
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "predict",
+        help="segment PVL lesions and ventricles and predict the MACS group of T2 FLAIR volumes",
+        description=(
+            "For each INPUT (NIfTI, NRRD, MHA/MHD file, DICOM series folder, or a folder of image files) write "
+            "OUT/<case>/ with pvl.nii.gz, ventricles.nii.gz (on the input's own voxel grid), segmentation.seg.nrrd, "
+            "report.json and overview.png, and OUT/summary.csv. Research software: the shipped model is trained on "
+            "synthetic data only and is not for clinical use."
+        ),
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, DICOM series folder, or folder of image files")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created if needed)")
+    parser.add_argument("--model", default=None, metavar="NAME|PATH", help="registered model name (name@version) or a .safetensors file; default: the registry's default model")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run the network (auto: CUDA if available; falls back to the CPU when the GPU runs out of memory)")
+    parser.add_argument("--no-register", action="store_true", help="the inputs are already in MNI152 space: skip the registration")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing OUT/<case> folders (otherwise such a case fails)")
+    parser.add_argument("--sliding-window", action="store_true", help="force sliding-window inference (less memory, slower)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from shmn.predict import PredictOptions, expand_inputs, load_predictor, predict_many
+
+    quiet = bool(getattr(args, "quiet", False))
+    out_dir = Path(args.output)
+    inputs = expand_inputs(args.inputs)
+    # The model is resolved and verified (sha256) before anything is written.
+    predictor = load_predictor(args.model)
+    options = PredictOptions(
+        device=args.device, register=not args.no_register, overwrite=args.overwrite, sliding_window=args.sliding_window
+    )
+    created = not out_dir.exists()
+    try:
+        outcomes = predict_many(inputs, out_dir, predictor, options, progress=not quiet, on_failure=None if len(inputs) == 1 else _print_failure)
+    except ShmnError:
+        _remove_if_empty(out_dir, created)
+        raise
+    failed = [o for o in outcomes if o.status == "failed"]
+    if len(outcomes) == 1 and failed:
+        # One input: its error is the command's error (one line, exit 2), and nothing is left behind.
+        _remove_if_empty(out_dir, created)
+        raise ShmnError(failed[0].error)
+    for outcome in outcomes:
+        for warning in (outcome.report or {}).get("warnings", []):
+            print(f"shmn: warning: {outcome.case}: {warning}", file=sys.stderr)
+    if not quiet:
+        for outcome in outcomes:
+            if outcome.status == "ok":
+                print(f"{outcome.case}: {_one_line(outcome.report)} -> {outcome.folder}")
+        print(f"{len(outcomes) - len(failed)} of {len(outcomes)} case(s) done; summary: {out_dir / 'summary.csv'}")
+    return 1 if failed else 0
+
+
+def _one_line(report: dict) -> str:
+    macs, pvl = report["macs"], report["pvl"]
+    parts = []
+    if macs["group"] is not None:
+        parts.append(f"MACS {macs['group']} (p(severe) {macs['probability_severe']:.2f})")
+    if pvl["volume_ml"] is not None:
+        parts.append(f"PVL {pvl['volume_ml']:.2f} mL in {pvl['lesion_count']} lesion(s)")
+    if report["ventricles"]["volume_ml"] is not None:
+        parts.append(f"ventricles {report['ventricles']['volume_ml']:.1f} mL")
+    return ", ".join(parts)
+
+
+def _print_failure(outcome) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(f"shmn: case failed: {outcome.error}", file=sys.stderr)
+
+
+def _remove_if_empty(folder: Path, created: bool) -> None:
+    if created and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
