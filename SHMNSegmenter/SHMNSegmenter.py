@@ -47,6 +47,7 @@ class SHMNSegmenterWidget(ScriptedLoadableModuleWidget):
         self.layout.addStretch(1)
 
     def enter(self):
+        self.panel.populateModels()  # models registered since (e.g. in SHMN Training) appear
         self.panel.initializeParameterNode()
 
     def cleanup(self):

@@ -1,0 +1,62 @@
+"""`shmn evaluate` results (RUN_DIR/evaluation-test.json) as a table node: one row per metric.
+
+Segmentation metrics are per case, compared on each case's native grid, and summarised as mean,
+sd, median and n; the MACS metrics are over the whole split (sd and median do not apply).
+"""
+
+from __future__ import annotations
+
+import vtk
+
+COLUMNS = ("Metric", "Mean", "SD", "Median", "n")
+# Summary keys of shmn.evaluate (CASE_METRICS, MACS_METRICS) as shown; unknown keys are shown as they are.
+LABELS = {
+    "pvl_dice": "PVL Dice",
+    "pvl_hd95_mm": "PVL HD95 (mm)",
+    "pvl_lesion_f1": "PVL lesion-wise F1",
+    "pvl_avd_percent": "PVL abs. volume difference (%)",
+    "ventricle_dice": "Ventricle Dice",
+    "accuracy": "MACS accuracy",
+    "f1": "MACS F1 (severe)",
+    "auc": "MACS AUC",
+    "ece": "MACS ECE",
+}
+MACS_KEYS = ("accuracy", "f1", "auc", "ece")
+
+
+def _text(value, digits: int = 3) -> str:
+    return "" if value is None else f"{float(value):.{digits}f}"
+
+
+def evaluationRows(results: dict) -> list[tuple[str, str, str, str, str]]:
+    summary = results.get("summary") or {}
+    rows = []
+    for key, stats in summary.items():
+        if key == "macs" or not isinstance(stats, dict):
+            continue
+        n = f"{stats.get('n', '')}" + (f" ({stats['infinite']} infinite)" if stats.get("infinite") else "")
+        rows.append((LABELS.get(key, key), _text(stats.get("mean")), _text(stats.get("sd")), _text(stats.get("median")), n))
+    macs = summary.get("macs") or {}
+    for key in MACS_KEYS:
+        if key in macs:
+            rows.append((LABELS[key], _text(macs[key]), "", "", str(macs.get("n", ""))))
+    return rows
+
+
+def evaluationTable(results: dict, scene, name: str):
+    """A new table node with the summary rows; the model and split are in its attributes."""
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    for title in COLUMNS:
+        column = vtk.vtkStringArray()
+        column.SetName(title)
+        table.AddColumn(column)
+    for row in evaluationRows(results):
+        index = table.AddEmptyRow()
+        for columnIndex, text in enumerate(row):
+            table.SetCellText(index, columnIndex, text)
+    model = results.get("model") or {}
+    table.SetAttribute("SHMN.model", f"{model.get('name')} {model.get('version')}")
+    table.SetAttribute("SHMN.model.sha256", str(model.get("sha256")))
+    table.SetAttribute("SHMN.split", str(results.get("split")))
+    table.SetAttribute("SHMN.cases", str(len(results.get("cases") or [])))
+    return table
