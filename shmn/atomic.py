@@ -36,6 +36,10 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part" + _suffix(target), dir=directory)
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp makes the file private; outputs get the ordinary permissions the umask allows.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
         os.replace(tmp_path, target)
