@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="demo-output", help="folder for the cohort and the predictions")
     parser.add_argument("--model", default=None, help="registered model name or .safetensors file (default: the shipped default model)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--size", default="small", help="phantom size (small: 2 mm working grid, quick)")
+    parser.add_argument("--size", default="paper", help="phantom size: paper (clinical-like 1-5 mm acquisitions, what the shipped model was trained on) or small")
     parser.add_argument("--seed", type=int, default=DEMO_SEED)
     args = parser.parse_args(argv)
     try:

@@ -1,0 +1,44 @@
+"""`shmn evaluate RUN_DIR_OR_MODEL --data MANIFEST...`: metrics on a held-out split, as JSON and a table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from shmn.manifest import SPLITS
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="measure a trained model on a split of one or more datasets",
+        description=(
+            "Run a model (a run folder's best model, a .safetensors file or a registered model name) on the cases "
+            "of a split and compare with their labels on each case's native grid: PVL Dice, HD95, lesion-wise F1, "
+            "absolute volume difference; ventricle Dice; MACS accuracy, F1, AUC, ECE. Prints a markdown table."
+        ),
+    )
+    parser.add_argument("model", metavar="RUN_DIR_OR_MODEL", help="run folder, model file or registered model name")
+    parser.add_argument("--data", nargs="+", required=True, metavar="MANIFEST", help="dataset folders or manifest.json files")
+    parser.add_argument("--split", default="test", choices=SPLITS, help="which cases (default: test)")
+    parser.add_argument("-o", "--output", metavar="METRICS_JSON",
+                        help="metrics file to write (default: RUN_DIR/evaluation-<split>.json for a run folder, none otherwise)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto (CUDA when present), cpu or cuda")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from shmn.atomic import write_json
+    from shmn.evaluate import evaluate, markdown_table
+
+    results = evaluate(args.model, args.data, split=args.split, device=args.device, progress=not args.quiet)
+    output = args.output or (Path(args.model) / f"evaluation-{args.split}.json" if Path(args.model).is_dir() else None)
+    print(f"{results['model']['name']} {results['model']['version']} on {len(results['cases'])} {args.split} cases "
+          f"(compared on the native grid)\n")
+    print(markdown_table(results["summary"]))
+    if output:
+        write_json(output, json.loads(json.dumps(results, allow_nan=True)))
+        print(f"\nmetrics: {output}")
+    return 0

@@ -1,0 +1,62 @@
+"""`shmn train CONFIG_OR_PRESET --data MANIFEST... -o RUN_DIR`: train or resume an SHMN model.
+
+Several GPUs or nodes: ``torchrun --nproc_per_node N -m shmn train ...`` (same options).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from shmn.config import DEVICES, RESOLUTION_PRESETS, TASK_PRESETS
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "train",
+        help="train (or --resume) a model on one or more dataset manifests",
+        description=(
+            "Train SHMN. CONFIG_OR_PRESET is a task preset (" + ", ".join(TASK_PRESETS) + "), optionally with a "
+            "resolution ('shmn4:fast'), or a JSON file of config fields, e.g. "
+            '{"preset": "shmn4", "resolution": "fast", "epochs": 30, "loss": {"macs_epsilon": 0.5}}. '
+            "Writes RUN_DIR/model-best.safetensors, model-last.safetensors, metrics.jsonl, curves.png and a "
+            "resumable checkpoint; prints one 'SHMN-EPOCH {json}' line per epoch. For several GPUs or nodes "
+            "launch it with torchrun: torchrun --nproc_per_node N -m shmn train ..."
+        ),
+    )
+    parser.add_argument("config", metavar="CONFIG_OR_PRESET", help="preset[:resolution] or a JSON config file")
+    parser.add_argument("--data", nargs="+", required=True, metavar="MANIFEST", help="dataset folders or manifest.json files")
+    parser.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="run folder (must not hold a run, unless --resume)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR after its last completed epoch")
+    parser.add_argument("--epochs", type=int, help="number of epochs (may be raised when resuming)")
+    parser.add_argument("--device", choices=DEVICES, help="auto (CUDA when present), cpu or cuda")
+    parser.add_argument("--resolution", choices=tuple(RESOLUTION_PRESETS), help="model grid and network width preset")
+    parser.add_argument("--cache", metavar="DIR", help="preprocessing cache folder (default RUN_DIR/cache); share it between runs")
+    parser.add_argument("--seed", type=int, help="random seed (initialisation, data order, augmentation)")
+    parser.add_argument("--batch-size", type=int, help="cases per batch and per process (default 2)")
+    parser.add_argument("--num-workers", type=int, help="data loader worker processes (default 0)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from shmn.config import load_config
+    from shmn.train import train
+
+    overrides = {
+        key: value
+        for key, value in {
+            "resolution": args.resolution, "epochs": args.epochs, "device": args.device, "seed": args.seed,
+            "batch_size": args.batch_size, "num_workers": args.num_workers,
+        }.items()
+        if value is not None
+    }
+    config = load_config(args.config, overrides)
+    summary = train(config, args.data, args.output, resume=args.resume, progress=not args.quiet, cache_dir=args.cache)
+    if summary["rank"] != 0:
+        return 0
+    print(f"run:        {summary['run_dir']} ({summary['epochs_completed']} epochs, {summary['device']}, {summary['precision']})")
+    best = summary["best_epoch"]
+    print(f"best model: {summary['best_model']} (epoch {best}, loss {summary['best_loss']:.4f})" if best else "best model: none (no epoch completed)")
+    print(f"last model: {summary['last_model']}")
+    print(f"curves:     {summary['curves']}")
+    print(f"metrics:    {summary['metrics_log']}")
+    return 0
