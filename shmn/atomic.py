@@ -75,8 +75,12 @@ def ensure_writable_dir(directory: str | os.PathLike) -> Path:
         raise ShmnError(f"{directory}: cannot create output folder ({exc.strerror})") from None
     if not directory.is_dir():
         raise ShmnError(f"{directory}: output path exists and is not a folder")
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise ShmnError(f"{directory}: output folder is not writable; choose another with -o")
+    # Probe with a real file: os.access says yes to root even on a read-only file system.
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError:
+        raise ShmnError(f"{directory}: output folder is not writable; choose another with -o") from None
     return directory
 
 
