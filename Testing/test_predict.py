@@ -312,6 +312,26 @@ def test_existing_output_is_not_overwritten_without_overwrite(anatomy, tiny, tmp
     assert sorted(p.name for p in out.iterdir()) == ["case1", "summary.csv"]
 
 
+def test_probability_maps_are_what_the_masks_were_thresholded_from(anatomy, tiny, tmp_path):
+    path = write_case(anatomy, tmp_path / "in", "case1")
+    out = tmp_path / "out"
+    assert main(["predict", str(path), "-o", str(out), "--model", str(tiny[0]), "--device", "cpu", "--quiet", "--probabilities"]) == 0
+    folder = out / "case1"
+    native = sitk.ReadImage(str(path))
+    for task in ("pvl", "ventricles"):
+        probability = sitk.ReadImage(str(folder / f"{task}_probability.nii.gz"))
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"{task}.nii.gz")))
+        p = sitk.GetArrayFromImage(probability)
+        assert probability.GetPixelID() == sitk.sitkFloat32 and probability.GetSize() == native.GetSize()
+        assert 0.0 <= p.min() and p.max() <= 1.0
+        np.testing.assert_array_equal(mask, (p >= 0.5).astype(np.uint8))
+    report = json.loads((folder / "report.json").read_text())
+    assert report["outputs"]["ventricles_probability"] == "ventricles_probability.nii.gz"
+    # Without the option only the masks are written.
+    assert main(["predict", str(path), "-o", str(tmp_path / "plain"), "--model", str(tiny[0]), "--device", "cpu", "--quiet"]) == 0
+    assert not list((tmp_path / "plain" / "case1").glob("*_probability.nii.gz"))
+
+
 def test_dicom_series_folder_end_to_end(anatomy, tiny, tmp_path):
     dicom = tmp_path / "study" / "flair_series"
     write_dicom_series(brain_on_grid(anatomy.template, DIRECTIONS["LPS"]) * 0.2, dicom)

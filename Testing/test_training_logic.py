@@ -388,7 +388,10 @@ def test_prefill_and_pseudo_label_from_the_trained_model(trained):
     assert inSegment.sum() == predicted.sum()
 
     confidence = logic.showPseudoLabel(output)
-    assert confidence.basis == "mask shape" and 0.0 <= confidence.score <= 1.0
+    # The pre-fill asks the engine for probability maps, so the confidence comes from them.
+    assert output.probability("ventricles") is not None
+    assert confidence.basis == "probability" and 0.5 <= confidence.meanMaxProbability <= 1.0
+    assert 0.0 <= confidence.confidentFraction <= 1.0
     assert confidence.volumeMl == pytest.approx(output.report["ventricles"]["volume_ml"], abs=0.01)
     assert logic.pseudoLabel is not None and "pseudo-label" in logic.pseudoLabel.GetName()
     assert logic.predictCase(model=str(trained["run"].model)) is output  # the second time comes from the cache

@@ -52,12 +52,12 @@ def resolve_model(model: str | Path) -> str | Path:
 
 
 def _native_mask(probability: np.ndarray | None, case, native: sitk.Image) -> np.ndarray | None:
-    from shmn.preprocess import to_native
+    """The same mapping and threshold as `shmn predict` (so evaluation scores what users get)."""
+    from shmn.predict import native_probability
 
     if probability is None:
         return None
-    on_native = to_native(np.where(case.brain, probability, 0.0), case, native, interpolation="linear")
-    return sitk.GetArrayFromImage(on_native) >= THRESHOLD
+    return sitk.GetArrayFromImage(native_probability(probability, case, native)) >= THRESHOLD
 
 
 def _label_on(native: sitk.Image, path: Path) -> np.ndarray:

@@ -42,6 +42,8 @@ OUTPUT_FILES = {
     "report": "report.json",
     "overview": "overview.png",
 }
+# Written with --probabilities: what the masks were thresholded from (e.g. pseudo-label confidence).
+PROBABILITY_FILES = {"pvl": "pvl_probability.nii.gz", "ventricles": "ventricles_probability.nii.gz"}
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class PredictOptions:
     ventricle_threshold: float = 0.5
     localization_threshold: float = 0.3  # density peak height (the training blobs peak at 1)
     localization_min_distance_mm: float = 8.0
+    probabilities: bool = False  # also write <task>_probability.nii.gz (float32, 0-1, input grid)
 
 
 @dataclass
@@ -121,13 +124,23 @@ def load_predictor(model: str | os.PathLike | None = None, registries: list[Path
     return Predictor(network, card, info, preprocess_config_from_card(card, str(path)))
 
 
-def _native_mask(probability: np.ndarray | None, case: PreprocessedCase, native: sitk.Image, threshold: float) -> sitk.Image:
-    """A model-grid probability map as a uint8 mask on the input's grid (zeros when the model lacks the task)."""
+def native_probability(probability: np.ndarray | None, case: PreprocessedCase, native: sitk.Image) -> sitk.Image:
+    """A model-grid probability map on the input's grid (linear; zeros when the model lacks the task)."""
     if probability is None:
         probability = np.zeros(case.brain.shape, dtype=np.float32)
     on_native = to_native(np.where(case.brain, probability, 0.0), case, native, interpolation="linear")
-    mask = sitk.Cast(on_native >= threshold, sitk.sitkUInt8)
-    mask.CopyInformation(native)
+    on_native.CopyInformation(native)
+    return on_native
+
+
+def _native_mask(probability: np.ndarray | None, case: PreprocessedCase, native: sitk.Image, threshold: float) -> sitk.Image:
+    """A model-grid probability map as a uint8 mask on the input's grid (zeros when the model lacks the task)."""
+    return threshold_mask(native_probability(probability, case, native), threshold)
+
+
+def threshold_mask(probability: sitk.Image, threshold: float) -> sitk.Image:
+    mask = sitk.Cast(probability >= threshold, sitk.sitkUInt8)
+    mask.CopyInformation(probability)
     return mask
 
 
@@ -176,6 +189,7 @@ class _Analysis:
     pvl: sitk.Image
     ventricles: sitk.Image
     report_fields: dict
+    probabilities: dict[str, sitk.Image]  # only with PredictOptions.probabilities
 
 
 def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predictor, options: PredictOptions, timings: dict,
@@ -190,8 +204,12 @@ def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predict
     on_stage("inference")
 
     tick = time.perf_counter()
-    pvl = _native_mask(result.pvl_probability, prep, native, options.pvl_threshold)
-    ventricles = _native_mask(result.ventricle_probability, prep, native, options.ventricle_threshold)
+    probabilities = {
+        "pvl": native_probability(result.pvl_probability, prep, native),
+        "ventricles": native_probability(result.ventricle_probability, prep, native),
+    }
+    pvl = threshold_mask(probabilities["pvl"], options.pvl_threshold)
+    ventricles = threshold_mask(probabilities["ventricles"], options.ventricle_threshold)
     voxel_ml = _voxel_ml(native)
     has_pvl, has_ventricles = result.pvl_probability is not None, result.ventricle_probability is not None
     fields = dict(
@@ -211,11 +229,12 @@ def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predict
             "ventricle_probability": options.ventricle_threshold,
             "localization_peak": options.localization_threshold,
         },
-        outputs=dict(OUTPUT_FILES),
+        outputs=dict(OUTPUT_FILES, **({f"{k}_probability": PROBABILITY_FILES[k] for k in PROBABILITY_FILES} if options.probabilities else {})),
         warnings=[w for w in [prep.quality.get("warning")] if w] + list(result.warnings),
     )
     timings["postprocess"] = time.perf_counter() - tick
-    return _Analysis(pvl, ventricles, fields)
+    kept = {k: v for k, v in probabilities.items() if options.probabilities}
+    return _Analysis(pvl, ventricles, fields, kept)
 
 
 def _write_outputs(folder: Path, native: sitk.Image, analysis: _Analysis, predictor: Predictor, timings: dict, start: float) -> dict:
@@ -223,6 +242,8 @@ def _write_outputs(folder: Path, native: sitk.Image, analysis: _Analysis, predic
     sitk.WriteImage(analysis.pvl, str(folder / OUTPUT_FILES["pvl"]), True)
     sitk.WriteImage(analysis.ventricles, str(folder / OUTPUT_FILES["ventricles"]), True)
     write_segmentation(folder / OUTPUT_FILES["segmentation"], analysis.pvl, analysis.ventricles)
+    for task, probability in analysis.probabilities.items():
+        sitk.WriteImage(sitk.Cast(probability, sitk.sitkFloat32), str(folder / PROBABILITY_FILES[task]), True)
     lesions = analysis.report_fields["lesions"]
     caption = overview_caption(build_report(**analysis.report_fields, timings_s=timings), predictor.info)
     focus = lesions[0]["centre_ras_mm"] if lesions else None

@@ -75,7 +75,8 @@ def findEngine(moduleDir: Path = MODULE_DIR, python: Path | None = None) -> Engi
 
 
 def predictCommand(
-    engine: Engine, inputPath: Path, outputDir: Path, model: str = "", device: str = "auto", register: bool = True
+    engine: Engine, inputPath: Path, outputDir: Path, model: str = "", device: str = "auto", register: bool = True,
+    probabilities: bool = False,
 ) -> list[str]:
     """``shmn predict`` for one input; an empty ``model`` lets the engine take its default model."""
     command = [str(engine.python), "-m", "shmn", "predict", str(inputPath), "-o", str(outputDir), "--device", device]
@@ -83,6 +84,8 @@ def predictCommand(
         command += ["--model", model]
     if not register:
         command.append("--no-register")
+    if probabilities:
+        command.append("--probabilities")  # probability maps too (SHMN Training's pseudo-label confidence)
     return command
 
 

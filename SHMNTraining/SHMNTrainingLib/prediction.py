@@ -81,6 +81,6 @@ def startPrediction(
     if anatomyMissing(engine):
         steps.append(("fetch template", fetchAnatomyCommand(engine)))
     # Absolute: the engine's working directory is the run folder.
-    steps.append(("shmn predict", predictCommand(engine, Path(imagePath).absolute(), outputDir, model, device)))
+    steps.append(("shmn predict", predictCommand(engine, Path(imagePath).absolute(), outputDir, model, device, probabilities=True)))
     return SegmentationJob(steps, engineEnvironment(engine), runDir, lambda: onDone(readPredictionOutput(caseDir)),
                            runnerFactory, onLog, onProgress)

@@ -26,6 +26,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run the network (auto: CUDA if available; falls back to the CPU when the GPU runs out of memory)")
     parser.add_argument("--no-register", action="store_true", help="the inputs are already in MNI152 space: skip the registration")
     parser.add_argument("--overwrite", action="store_true", help="replace existing OUT/<case> folders (otherwise such a case fails)")
+    parser.add_argument("--probabilities", action="store_true", help="also write pvl_probability.nii.gz and ventricles_probability.nii.gz (float32, 0-1, on the input's grid)")
     parser.add_argument("--sliding-window", action="store_true", help="force sliding-window inference (less memory, slower)")
     return parser
 
@@ -39,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     # The model is resolved and verified (sha256) before anything is written.
     predictor = load_predictor(args.model)
     options = PredictOptions(
-        device=args.device, register=not args.no_register, overwrite=args.overwrite, sliding_window=args.sliding_window
+        device=args.device, register=not args.no_register, overwrite=args.overwrite, sliding_window=args.sliding_window,
+        probabilities=args.probabilities,
     )
     created = not out_dir.exists()
     try:
