@@ -285,15 +285,6 @@ def test_registration_that_cannot_run_is_a_clear_error():
         preprocess(tiny, PreprocessConfig(grid=GRIDS["tiny"], registration=RegistrationConfig(retry_rotations=False)))
 
 
-def _phantom_ready() -> bool:
-    try:
-        from shmn.phantom import generate_cohort  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _phantom_ready(), reason="shmn.phantom.generate_cohort is not there yet")
 def test_phantom_pvl_lands_in_periventricular_white_matter(anatomy, request):
     """Phantom cases (real native geometry: LAS/RAS/LPS/oblique, child-sized, deformed) register, and their
     PVL masks reach the model grid inside the template's periventricular white matter."""

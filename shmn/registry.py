@@ -18,7 +18,6 @@ training_data, metrics, intended_use, default (bool).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shmn.atomic import write_json
+from shmn.digest import sha256_of  # noqa: F401 - part of this module's API
 from shmn.errors import ShmnError
 
 RESOURCES_ENV = "SHMN_RESOURCES"
@@ -188,16 +188,6 @@ def resolve_model(name_or_path: str | os.PathLike | None = None, registries: lis
             "reinstall the extension or register the model again"
         )
     return model.path, model.entry
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    # Same digest as shmn.model_file.file_sha256, kept here so that listing and registering models
-    # never imports torch (the Slicer modules read the registry in the GUI process).
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _relative_file(weights: Path, registry: Path) -> str:

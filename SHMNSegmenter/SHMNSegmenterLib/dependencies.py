@@ -109,3 +109,17 @@ def installMissing(status: DependencyStatus) -> None:
         installTorch()
     if status.missingPackages:
         installPackages(list(status.missingPackages))
+
+
+def ensureDependenciesInteractive(engine: Engine, log) -> bool:
+    """First use from a panel: ask once, install what is missing; False when the user declines."""
+    import slicer
+
+    status = checkDependencies(engine)
+    if status.ready:
+        return True
+    if not slicer.util.confirmOkCancelDisplay(status.question(), windowTitle="SHMN: first use"):
+        log("Installation declined: SHMN cannot run without these.")
+        return False
+    installMissing(status)
+    return True

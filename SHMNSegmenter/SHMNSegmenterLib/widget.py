@@ -13,7 +13,7 @@ import slicer
 import vtk
 from slicer.util import VTKObservationMixin
 
-from .dependencies import checkDependencies, installMissing
+from .dependencies import ensureDependenciesInteractive
 from .engine import EngineNotFound, availableModels
 from .logic import JobState, SHMNSegmenterLogic
 from .parameters import DEFAULT_MODEL, parametersFromNode
@@ -125,14 +125,7 @@ class SegmenterPanel(VTKObservationMixin):
         self.updateApplyButton()
 
     def ensureDependencies(self) -> bool:
-        status = checkDependencies(self.logic.engine)
-        if status.ready:
-            return True
-        if not slicer.util.confirmOkCancelDisplay(status.question(), windowTitle="SHMN: first use"):
-            self.appendLog("Installation declined: SHMN cannot run without these.")
-            return False
-        installMissing(status)
-        return True
+        return ensureDependenciesInteractive(self.logic.engine, self.appendLog)
 
     def cancelJob(self) -> None:
         if self.job is not None:

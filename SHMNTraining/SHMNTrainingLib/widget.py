@@ -16,7 +16,7 @@ import slicer
 import vtk
 from slicer.util import VTKObservationMixin
 
-from SHMNSegmenterLib.dependencies import checkDependencies, installMissing
+from SHMNSegmenterLib.dependencies import ensureDependenciesInteractive
 from SHMNSegmenterLib.engine import EngineNotFound, availableModels
 from SHMNSegmenterLib.logic import JobState
 from SHMNSegmenterLib.process import Progress
@@ -379,14 +379,7 @@ class TrainingPanel(VTKObservationMixin):
             ui.runFolderLineEdit.currentPath or self.lastRunFolder)
 
     def ensureDependencies(self) -> bool:
-        status = checkDependencies(self.logic.engine)
-        if status.ready:
-            return True
-        if not slicer.util.confirmOkCancelDisplay(status.question(), windowTitle="SHMN: first use"):
-            self.appendLog("Installation declined: SHMN cannot run without these.")
-            return False
-        installMissing(status)
-        return True
+        return ensureDependenciesInteractive(self.logic.engine, self.appendLog)
 
     def onTrainOrCancel(self) -> None:
         if self.run is not None:
