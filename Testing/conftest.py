@@ -26,3 +26,16 @@ def small_cohort(tmp_path_factory):
     root = tmp_path_factory.mktemp("cohort") / "cohort"
     generate_cohort(root, CohortConfig(seed=7, n_pvl=6, n_macs=9, n_ventricle_labels=3, size="small"), progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def paper_cohort(tmp_path_factory):
+    """Three phantom cases at clinical resolution (1-5 mm acquisitions), what the shipped model is for.
+
+    Seed 11 was never used to train the shipped model (it was trained on seed 0).
+    """
+    from shmn.phantom import CohortConfig, generate_cohort
+
+    root = tmp_path_factory.mktemp("paper_cohort") / "cohort"
+    generate_cohort(root, CohortConfig(seed=11, n_pvl=2, n_macs=1, n_ventricle_labels=0, size="paper"), progress=False)
+    return root

@@ -83,15 +83,28 @@ def phantom_case(small_cohort, tmp_path_factory) -> dict:
     Slicer reverses K when it loads the negative one (DESIGN section 6): same physical image,
     different array, which is exactly what the geometry tests must see through.
     """
+    from shmn.manifest import load_manifest
+
+    return _phantom_pair(load_manifest(small_cohort / "pvl"), tmp_path_factory.mktemp("phantom"), largest=False)
+
+
+@pytest.fixture(scope="session")
+def paper_phantom_case(paper_cohort, tmp_path_factory) -> dict:
+    """As ``phantom_case``, from clinical-resolution phantoms: the case with the most lesion volume."""
+    from shmn.manifest import load_manifest
+
+    return _phantom_pair(load_manifest(paper_cohort / "pvl"), tmp_path_factory.mktemp("paper_phantom"), largest=True)
+
+
+def _phantom_pair(manifest, folder, largest: bool) -> dict:
     import nibabel as nib
     import numpy as np
 
-    from shmn.manifest import load_manifest
-
-    manifest = load_manifest(small_cohort / "pvl")
-    case = next(c for c in manifest.cases if c.pvl)
+    cases = [c for c in manifest.cases if c.pvl]
+    if largest:
+        cases.sort(key=lambda c: -np.asarray(nib.load(str(manifest.resolve(c.pvl))).dataobj).sum())
+    case = cases[0]
     image, pvl = manifest.resolve(case.image), manifest.resolve(case.pvl)
-    folder = tmp_path_factory.mktemp("phantom")
     flipped = _flip_first_axis(image, folder / f"{case.id}_flipped.nii.gz")
     flipped_pvl = _flip_first_axis(pvl, folder / f"{case.id}_flipped_pvl.nii.gz")
     if np.linalg.det(nib.load(str(image)).affine[:3, :3]) > 0:

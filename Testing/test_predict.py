@@ -23,7 +23,8 @@ from shmn.cli import main
 from shmn.errors import ShmnError
 from shmn.model import SHMN, NetworkConfig
 from shmn.model_file import save_model
-from shmn.predict import PredictOptions, expand_inputs, load_predictor, predict_case
+from shmn.batch import expand_inputs
+from shmn.predict import PredictOptions, load_predictor, predict_case
 from shmn.registry import (
     default_registry_paths,
     find_model,
@@ -468,8 +469,8 @@ def test_default_model_finds_phantom_lesion(request, tmp_path):
         predictor = load_predictor(None, registries=[shipped_registry_path()])
     except ShmnError as exc:
         pytest.fail(f"the shipped default model is missing, so this check cannot run: {exc}")
-    small_cohort = request.getfixturevalue("small_cohort")  # built only once the model is known to exist
-    manifest = load_manifest(small_cohort / "pvl")
+    cohort = request.getfixturevalue("paper_cohort")  # built only once the model is known to exist
+    manifest = load_manifest(cohort / "pvl")
     cases = [c for c in manifest.cases if c.pvl]
     truth_images = {c.id: sitk.ReadImage(str(manifest.resolve(c.pvl))) for c in cases}
     case = max(cases, key=lambda c: sitk.GetArrayViewFromImage(truth_images[c.id]).sum())

@@ -645,9 +645,9 @@ def test_slicer_terminology_module_loads_the_context_and_resolves_the_pvl_entry(
 # ---------------------------------------------------------------- with the trained model (the lead's shipped model)
 
 
-def test_default_model_segment_lands_on_the_phantom_lesion(scene, phantom_case):
+def test_default_model_segment_lands_on_the_phantom_lesion(scene, paper_phantom_case):
     """The shipped model (Resources/models.json's default) finds the phantom's lesion through the whole
-    Slicer chain, on the negative-determinant copy. Skipped until the lead registers that model."""
+    Slicer chain, on the negative-determinant copy of a clinical-resolution phantom case."""
     import slicer
 
     from shmn.errors import ShmnError
@@ -659,8 +659,8 @@ def test_default_model_segment_lands_on_the_phantom_lesion(scene, phantom_case):
         shipped = default_model([shipped_registry_path()])
     except ShmnError as exc:
         pytest.fail(f"the shipped default model is missing from Resources/models.json: {exc}")
-    volume = slicer.util.loadVolume(str(phantom_case["negative"]))
-    truth = slicer.util.loadLabelVolume(str(phantom_case["negative_pvl"]))
+    volume = slicer.util.loadVolume(str(paper_phantom_case["negative"]))
+    truth = slicer.util.loadLabelVolume(str(paper_phantom_case["negative_pvl"]))
     parameters = SegmenterParameters(inputVolume=volume, modelName=f"{shipped.name}@{shipped.version}")
     result = SHMNSegmenterLogic().segment(parameters, timeout_s=ENGINE_TIMEOUT_S)
     predicted = segment_on_volume_grid(result.segmentation, "pvl_lesion", volume) > 0

@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from shmn import DISCLAIMER
-    from shmn.predict import PredictOptions, load_predictor, predict_many
+    from shmn.batch import predict_many
+    from shmn.predict import PredictOptions, load_predictor
 
     from shmn.registry import default_model
 

@@ -32,7 +32,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shmn.predict import PredictOptions, expand_inputs, load_predictor, predict_many
+    from shmn.batch import expand_inputs, predict_many
+    from shmn.predict import PredictOptions, load_predictor
 
     quiet = bool(getattr(args, "quiet", False))
     out_dir = Path(args.output)
