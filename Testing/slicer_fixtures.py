@@ -102,7 +102,7 @@ def _phantom_pair(manifest, folder, largest: bool) -> dict:
 
     cases = [c for c in manifest.cases if c.pvl]
     if largest:
-        cases.sort(key=lambda c: -np.asarray(nib.load(str(manifest.resolve(c.pvl))).dataobj).sum())
+        cases.sort(key=lambda c: int(np.count_nonzero(np.asarray(nib.load(str(manifest.resolve(c.pvl))).dataobj))), reverse=True)
     case = cases[0]
     image, pvl = manifest.resolve(case.image), manifest.resolve(case.pvl)
     flipped = _flip_first_axis(image, folder / f"{case.id}_flipped.nii.gz")
