@@ -489,3 +489,42 @@ def test_default_model_finds_phantom_lesion(request, tmp_path):
     found = report["pvl"]["lesions"] + (report["pvl"]["centres_from_localization"] or [])
     distances = sorted(float(np.linalg.norm(np.array(c["centre_ras_mm"]) - true_ras)) for c in found)
     assert distances and distances[0] < 10.0, f"nearest predicted centre {distances[:3]} mm from the true {true_ras}"
+
+
+def _oblique_copy(image: sitk.Image, interpolator) -> sitk.Image:
+    """The same physical image on a grid rotated by (12, -8, 15) degrees about its centre."""
+    centre = image.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in image.GetSize()])
+    rotation = sitk.Euler3DTransform(centre, np.deg2rad(12), np.deg2rad(-8), np.deg2rad(15))
+    direction = np.array(rotation.GetMatrix()).reshape(3, 3) @ np.array(image.GetDirection()).reshape(3, 3)
+    reference = sitk.Image(image.GetSize(), image.GetPixelID())
+    reference.SetSpacing(image.GetSpacing())
+    reference.SetDirection(direction.flatten().tolist())
+    half = direction @ (np.array(image.GetSize()) * np.array(image.GetSpacing()) / 2)
+    reference.SetOrigin((np.array(centre) - half).tolist())
+    return sitk.Resample(image, reference, sitk.Transform(), interpolator, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("orientation", ["RAS", "LAS", "LPS", "oblique"])
+def test_default_model_mask_lands_on_the_lesion_in_every_orientation(request, tmp_path, orientation):
+    """One clinical-resolution phantom case stored in four voxel orders: the shipped model's PVL mask,
+    written on each input's own grid, overlaps that grid's copy of the phantom's lesion mask."""
+    from shmn.manifest import load_manifest
+
+    predictor = load_predictor(None, registries=[shipped_registry_path()])
+    manifest = load_manifest(request.getfixturevalue("paper_cohort") / "pvl")
+    case = max((c for c in manifest.cases if c.pvl),
+               key=lambda c: int(sitk.GetArrayFromImage(sitk.ReadImage(str(manifest.resolve(c.pvl)))).sum()))
+    flair, truth = sitk.ReadImage(str(manifest.resolve(case.image))), sitk.ReadImage(str(manifest.resolve(case.pvl)))
+    if orientation == "oblique":
+        flair, truth = _oblique_copy(flair, sitk.sitkLinear), _oblique_copy(truth, sitk.sitkNearestNeighbor)
+    else:
+        flair, truth = sitk.DICOMOrient(flair, orientation), sitk.DICOMOrient(truth, orientation)
+    path = tmp_path / f"{orientation}.nii.gz"
+    sitk.WriteImage(flair, str(path))
+    report = predict_case(path, tmp_path / "out", predictor, PredictOptions(device="cpu"))
+    predicted = sitk.ReadImage(str(tmp_path / "out" / report["case"] / "pvl.nii.gz"))
+    assert same_geometry(predicted, flair)
+    a, b = sitk.GetArrayFromImage(predicted) > 0, sitk.GetArrayFromImage(truth) > 0
+    dice = 2 * (a & b).sum() / max(1, a.sum() + b.sum())
+    assert dice > 0.3, f"{orientation}: PVL Dice {dice:.3f}"
