@@ -174,18 +174,24 @@ def importLesionCentres(report: dict, scene, name: str):
     return centres
 
 
-def importResultsTable(report: dict, scene, name: str):
+def addStringTable(scene, name: str, columns, rows):
+    """A new table node of text columns filled with ``rows`` (both modules' result tables)."""
     import vtk
 
     table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
-    for title in TABLE_COLUMNS:
+    for title in columns:
         column = vtk.vtkStringArray()
         column.SetName(title)
         table.AddColumn(column)
-    for row in tableRows(report):
+    for row in rows:
         rowIndex = table.AddEmptyRow()
         for columnIndex, text in enumerate(row):
             table.SetCellText(rowIndex, columnIndex, text)
+    return table
+
+
+def importResultsTable(report: dict, scene, name: str):
+    table = addStringTable(scene, name, TABLE_COLUMNS, tableRows(report))
     table.SetAttribute("SHMN.disclaimer", report["disclaimer"])
     return table
 

@@ -6,7 +6,7 @@ sd, median and n; the MACS metrics are over the whole split (sd and median do no
 
 from __future__ import annotations
 
-import vtk
+from SHMNSegmenterLib.results import addStringTable
 
 COLUMNS = ("Metric", "Mean", "SD", "Median", "n")
 # Summary keys of shmn.evaluate (CASE_METRICS, MACS_METRICS) as shown; unknown keys are shown as they are.
@@ -45,15 +45,7 @@ def evaluationRows(results: dict) -> list[tuple[str, str, str, str, str]]:
 
 def evaluationTable(results: dict, scene, name: str):
     """A new table node with the summary rows; the model and split are in its attributes."""
-    table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
-    for title in COLUMNS:
-        column = vtk.vtkStringArray()
-        column.SetName(title)
-        table.AddColumn(column)
-    for row in evaluationRows(results):
-        index = table.AddEmptyRow()
-        for columnIndex, text in enumerate(row):
-            table.SetCellText(index, columnIndex, text)
+    table = addStringTable(scene, name, COLUMNS, evaluationRows(results))
     model = results.get("model") or {}
     table.SetAttribute("SHMN.model", f"{model.get('name')} {model.get('version')}")
     table.SetAttribute("SHMN.model.sha256", str(model.get("sha256")))
