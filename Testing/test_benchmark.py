@@ -50,17 +50,38 @@ def test_unknown_preset_is_one_clear_line(tmp_path, capsys):
     assert len(err) == 1 and "--presets: unknown shmn9" in err[0]
 
 
+@pytest.mark.parametrize("fields, expected", [
+    ({"seed": 3}, "seed cannot be set here"),
+    ({"lr": "fast"}, "lr"),
+    ({"learning_rate": 0.1}, "learning_rate"),
+])
+def test_bad_config_file_fails_before_any_training(tmp_path, capsys, fields, expected):
+    config = tmp_path / "bench.json"
+    config.write_text(json.dumps(fields))
+    out = tmp_path / "b"
+    args = ["benchmark", "--data", str(tmp_path), "-o", str(out), "--config", str(config), "--device", "cpu"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], err
+    assert not (out / "runs").exists()
+
+
 @pytest.mark.slow
 def test_tiny_benchmark_end_to_end(small_cohort, tmp_path, capsys):
     out = tmp_path / "bench"
     args = ["-q", "benchmark", "--data", str(small_cohort / "pvl"), str(small_cohort / "macs"), "-o", str(out),
-            "--presets", "single-macs", "shmn2", "--seeds", "0", "--resolution", "tiny", "--epochs", "1", "--device", "cpu"]
+            "--presets", "single-macs", "shmn2", "--seeds", "0", "--resolution", "tiny", "--epochs", "1", "--device", "cpu",
+            "--config", str(tmp_path / "bench.json")]
+    (tmp_path / "bench.json").write_text(json.dumps({"lr": 0.002, "loss": {"macs_epsilon": 0.4}}))
     assert main(args) == 0
+    run_config = json.loads((out / "runs" / "shmn2-seed0" / "config.json").read_text())
+    assert run_config["lr"] == 0.002 and run_config["loss"]["macs_epsilon"] == 0.4 and run_config["epochs"] == 1
     report = json.loads((out / "benchmark.json").read_text())
     assert set(report["table"]) == {"single-macs", "shmn2"}
     assert "pvl_dice" in report["table"]["shmn2"] and "pvl_dice" not in report["table"]["single-macs"]
     assert 0.0 <= report["table"]["shmn2"]["macs_accuracy"]["mean"] <= 1.0
-    assert (out / "benchmark.md").read_text().startswith("| preset |")
+    table_text = (out / "benchmark.md").read_text()
+    assert table_text.startswith("| preset |") and "1 epochs, overrides lr=0.002" in table_text
     # Run again: every run is complete, so nothing retrains and the table is the same.
     first = (out / "runs" / "shmn2-seed0" / "model-best.safetensors").stat().st_mtime_ns
     assert main(args) == 0

@@ -56,13 +56,12 @@ def run_benchmark(manifests: Sequence[str | Path], out_dir: str | Path, config: 
     out = ensure_writable_dir(out_dir)
     cache = out / "cache"
     results: dict[str, list[dict]] = {}
+    # Every run's config first, so that a bad override fails before hours of training.
+    configs = {(preset, seed): run_config(config, preset, seed) for preset in config.presets for seed in config.seeds}
     for preset in config.presets:
         for seed in config.seeds:
             run_dir = out / "runs" / f"{preset}-seed{seed}"
-            overrides = dict(config.overrides, seed=seed, device=config.device)
-            if config.epochs is not None:
-                overrides["epochs"] = config.epochs
-            cfg = load_config(f"{preset}:{config.resolution}", overrides)
+            cfg = configs[preset, seed]
             log(f"benchmark: {preset} seed {seed} -> {run_dir}")
             summary = train(cfg, manifests, run_dir, resume=(run_dir / "config.json").exists(),
                             progress=progress, cache_dir=cache, log=log)
@@ -77,12 +76,20 @@ def run_benchmark(manifests: Sequence[str | Path], out_dir: str | Path, config: 
             results.setdefault(preset, []).append(row)
     table = aggregate(results)
     report = {"resolution": config.resolution, "seeds": list(config.seeds), "presets": list(config.presets),
+              "epochs": sorted({cfg.epochs for cfg in configs.values()}), "overrides": dict(config.overrides),
               "manifests": [str(m) for m in manifests], "runs": results, "table": table,
               "paper_ordering": paper_ordering(table),
               "note": "Measured on synthetic phantoms; not clinical performance."}
     write_json(out / "benchmark.json", report)
     write_text(out / "benchmark.md", markdown(report))
     return report
+
+
+def run_config(config: BenchmarkConfig, preset: str, seed: int):
+    overrides = dict(config.overrides, seed=seed, device=config.device)
+    if config.epochs is not None:
+        overrides["epochs"] = config.epochs
+    return load_config(f"{preset}:{config.resolution}", overrides)
 
 
 def aggregate(results: dict[str, list[dict]]) -> dict[str, dict]:
@@ -126,7 +133,12 @@ def markdown(report: dict) -> str:
         lines.append(f"| {preset} | " + " | ".join(values) + " |")
     order = report["paper_ordering"]
     verdict = ", ".join(f"{k}: {'yes' if v else 'no' if v is not None else 'n/a'}" for k, v in order.items())
-    lines += ["", f"Resolution `{report['resolution']}`, seeds {report['seeds']}; mean ± sd over seeds, test split.",
+    settings = f"Resolution `{report['resolution']}`, seeds {report['seeds']}"
+    if report.get("epochs"):
+        settings += f", {'/'.join(str(e) for e in report['epochs'])} epochs"
+    if report.get("overrides"):
+        settings += ", overrides " + ", ".join(f"{k}={json.dumps(v)}" for k, v in report["overrides"].items())
+    lines += ["", f"{settings}; mean ± sd over seeds, test split.",
               f"Paper ordering single < SHMN-2 < SHMN-3 < SHMN-4 reproduces — {verdict}.",
               "Synthetic phantoms: these are not clinical figures."]
     return "\n".join(lines) + "\n"

@@ -172,7 +172,7 @@ def load_config(spec: str, overrides: dict | None = None) -> TrainConfig:
     where = "config"
     if spec.lower().endswith(".json") or os.path.sep in spec or Path(spec).is_file():
         where = spec
-        file_overrides = _read_json(Path(spec))
+        file_overrides = read_config_file(Path(spec))
         preset = file_overrides.pop("preset", "shmn4")
         resolution = file_overrides.pop("resolution", "fast")
     else:
@@ -194,7 +194,7 @@ def config_from_dict(data: dict, where: str = "config") -> TrainConfig:
     return apply_overrides(base, data, where)
 
 
-def _read_json(path: Path) -> dict:
+def read_config_file(path: Path) -> dict:
     if not path.is_file():
         raise ShmnError(f"{path}: no such config file; give a preset ({', '.join(TASK_PRESETS)}) or a JSON file")
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from shmn.config import RESOLUTION_PRESETS, TASK_PRESETS
 from shmn.errors import ShmnError
@@ -20,7 +21,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--resolution", default="fast", choices=sorted(RESOLUTION_PRESETS))
     parser.add_argument("--epochs", type=int, help="epochs per run (default: the preset's)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--config", metavar="JSON", help='config fields applied to every run, e.g. {"lr": 0.001, "cpu_bf16": true} '
+                        "(not preset, resolution or seed: the benchmark sets those)")
     return parser
+
+
+def _read_overrides(path: str | None) -> dict:
+    from shmn.config import read_config_file
+
+    if path is None:
+        return {}
+    data = read_config_file(Path(path))
+    owned = sorted(set(data) & {"preset", "resolution", "seed"})
+    if owned:
+        raise ShmnError(f"{path}: {', '.join(owned)} cannot be set here; the benchmark sets them (use --presets, --resolution, --seeds)")
+    return data
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs is not None and args.epochs < 1:
         raise ShmnError("--epochs: must be at least 1")
     config = BenchmarkConfig(presets=tuple(args.presets), seeds=tuple(args.seeds), resolution=args.resolution,
-                             epochs=args.epochs, device=args.device)
+                             epochs=args.epochs, device=args.device, overrides=_read_overrides(args.config))
     report = run_benchmark(args.data, args.out, config, progress=not args.quiet,
                            log=(lambda *_: None) if args.quiet else print)
     from shmn.benchmark import markdown
