@@ -62,7 +62,7 @@ def test_bad_config_file_fails_before_any_training(tmp_path, capsys, fields, exp
     args = ["benchmark", "--data", str(tmp_path), "-o", str(out), "--config", str(config), "--device", "cpu"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and expected in err[0], err
+    assert len(err) == 1 and expected in err[0] and str(config) in err[0], err
     assert not (out / "runs").exists()
 
 

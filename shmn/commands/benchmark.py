@@ -27,7 +27,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _read_overrides(path: str | None) -> dict:
-    from shmn.config import read_config_file
+    from shmn.config import apply_overrides, preset_config, read_config_file
 
     if path is None:
         return {}
@@ -35,6 +35,7 @@ def _read_overrides(path: str | None) -> dict:
     owned = sorted(set(data) & {"preset", "resolution", "seed"})
     if owned:
         raise ShmnError(f"{path}: {', '.join(owned)} cannot be set here; the benchmark sets them (use --presets, --resolution, --seeds)")
+    apply_overrides(preset_config(), data, path)  # so that an error names the file
     return data
 
 
