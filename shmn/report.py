@@ -164,14 +164,23 @@ def _blank(value) -> str:
     return "" if value is None else str(value)
 
 
-def overview_caption(report: dict, model: ModelInfo) -> str:
+def findings(report: dict, describe_group: bool = False) -> list[str]:
+    """The report's findings as short phrases (MACS group, PVL volume and count, ventricle volume)."""
     macs = report["macs"]
     pvl = report["pvl"]
-    parts = [report["case"]]
+    parts = []
     if macs["group"] is not None:
-        parts.append(f"MACS: {macs['group']} ({macs['groups'][macs['group']]}, p(severe) = {macs['probability_severe']:.2f})")
+        if describe_group:
+            parts.append(f"MACS: {macs['group']} ({macs['groups'][macs['group']]}, p(severe) = {macs['probability_severe']:.2f})")
+        else:
+            parts.append(f"MACS {macs['group']} (p(severe) {macs['probability_severe']:.2f})")
     if pvl["volume_ml"] is not None:
         parts.append(f"PVL {pvl['volume_ml']:.2f} mL in {pvl['lesion_count']} lesion(s)")
     if report["ventricles"]["volume_ml"] is not None:
         parts.append(f"ventricles {report['ventricles']['volume_ml']:.1f} mL")
+    return parts
+
+
+def overview_caption(report: dict, model: ModelInfo) -> str:
+    parts = [report["case"], *findings(report, describe_group=True)]
     return "  |  ".join(parts) + f"\nPVL red, ventricles blue. {model.name} {model.version}: {caption_disclaimer(model)}"

@@ -34,6 +34,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from shmn.batch import expand_inputs, predict_many
     from shmn.predict import PredictOptions, load_predictor
+    from shmn.report import findings
 
     quiet = bool(getattr(args, "quiet", False))
     out_dir = Path(args.output)
@@ -61,21 +62,9 @@ def run(args: argparse.Namespace) -> int:
     if not quiet:
         for outcome in outcomes:
             if outcome.status == "ok":
-                print(f"{outcome.case}: {_one_line(outcome.report)} -> {outcome.folder}")
+                print(f"{outcome.case}: {', '.join(findings(outcome.report))} -> {outcome.folder}")
         print(f"{len(outcomes) - len(failed)} of {len(outcomes)} case(s) done; summary: {out_dir / 'summary.csv'}")
     return 1 if failed else 0
-
-
-def _one_line(report: dict) -> str:
-    macs, pvl = report["macs"], report["pvl"]
-    parts = []
-    if macs["group"] is not None:
-        parts.append(f"MACS {macs['group']} (p(severe) {macs['probability_severe']:.2f})")
-    if pvl["volume_ml"] is not None:
-        parts.append(f"PVL {pvl['volume_ml']:.2f} mL in {pvl['lesion_count']} lesion(s)")
-    if report["ventricles"]["volume_ml"] is not None:
-        parts.append(f"ventricles {report['ventricles']['volume_ml']:.1f} mL")
-    return ", ".join(parts)
 
 
 def _print_failure(outcome) -> None:
