@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def anatomy():
-    from shmn.anatomy import load_anatomy
+    from shmn.io.anatomy import load_anatomy
 
     return load_anatomy()
 
@@ -21,7 +21,7 @@ def anatomy():
 @pytest.fixture(scope="session")
 def small_cohort(tmp_path_factory):
     """A tiny phantom cohort (size 'small'): the two datasets' manifests under one folder."""
-    from shmn.phantom import CohortConfig, generate_cohort
+    from shmn.synthesis import CohortConfig, generate_cohort
 
     root = tmp_path_factory.mktemp("cohort") / "cohort"
     generate_cohort(root, CohortConfig(seed=7, n_pvl=6, n_macs=9, n_ventricle_labels=3, size="small"), progress=False)
@@ -34,7 +34,7 @@ def paper_cohort(tmp_path_factory):
 
     Seed 11 was never used to train the shipped model (it was trained on seed 0).
     """
-    from shmn.phantom import CohortConfig, generate_cohort
+    from shmn.synthesis import CohortConfig, generate_cohort
 
     root = tmp_path_factory.mktemp("paper_cohort") / "cohort"
     generate_cohort(root, CohortConfig(seed=11, n_pvl=2, n_macs=1, n_ventricle_labels=0, size="paper"), progress=False)

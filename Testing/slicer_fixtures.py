@@ -2,7 +2,7 @@
 
 Use from a test module with ``pytest_plugins = ["slicer_fixtures"]``. The Slicer stand-in is
 ``slicer_harness.py``; the engine is the real one (``shmn predict`` in a subprocess) with a tiny
-random-weight model saved by ``shmn.model_file.save_model``: enough to test geometry and plumbing
+random-weight model saved by ``shmn.network.model_file.save_model``: enough to test geometry and plumbing
 end to end in seconds. Lesion-finding accuracy needs the trained default model (its own test).
 """
 
@@ -53,8 +53,8 @@ def scene(slicer_app):
 def tiny_model(tmp_path_factory) -> Path:
     import torch
 
-    from shmn.model import SHMN, NetworkConfig
-    from shmn.model_file import save_model
+    from shmn.network.model import SHMN, NetworkConfig
+    from shmn.network.model_file import save_model
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("models") / "slicer-test-tiny.safetensors"
@@ -83,7 +83,7 @@ def phantom_case(small_cohort, tmp_path_factory) -> dict:
     Slicer reverses K when it loads the negative one (DESIGN section 6): same physical image,
     different array, which is exactly what the geometry tests must see through.
     """
-    from shmn.manifest import load_manifest
+    from shmn.io.manifest import load_manifest
 
     return _phantom_pair(load_manifest(small_cohort / "pvl"), tmp_path_factory.mktemp("phantom"), largest=False)
 
@@ -91,7 +91,7 @@ def phantom_case(small_cohort, tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def paper_phantom_case(paper_cohort, tmp_path_factory) -> dict:
     """As ``phantom_case``, from clinical-resolution phantoms: the case with the most lesion volume."""
-    from shmn.manifest import load_manifest
+    from shmn.io.manifest import load_manifest
 
     return _phantom_pair(load_manifest(paper_cohort / "pvl"), tmp_path_factory.mktemp("paper_phantom"), largest=True)
 

@@ -32,11 +32,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_preprocess import clinical_volume, truth_transform  # noqa: E402
 
-from shmn.anatomy import load_anatomy  # noqa: E402
+from shmn.io.anatomy import load_anatomy  # noqa: E402
 from shmn.errors import ShmnError  # noqa: E402
-from shmn.inference import InferenceOptions, cpu_has_bf16, run_inference  # noqa: E402
-from shmn.predict import PredictOptions, load_predictor, predict_case  # noqa: E402
-from shmn.preprocess import preprocess  # noqa: E402
+from shmn.inference.engine import InferenceOptions, cpu_has_bf16, run_inference  # noqa: E402
+from shmn.inference.predict import PredictOptions, load_predictor, predict_case  # noqa: E402
+from shmn.preprocessing.preprocess import preprocess  # noqa: E402
 
 STEPS = ("read", "register", "resample", "n4", "inference", "postprocess", "write", "total")
 
@@ -56,9 +56,9 @@ def peak_rss_gb() -> float:
 
 def stand_in_model(folder: Path) -> str:
     """An untrained network of the "fast" preset, saved as a model file (timing only)."""
-    from shmn.config import RESOLUTION_PRESETS
-    from shmn.model import SHMN, NetworkConfig
-    from shmn.model_file import save_model
+    from shmn.training.config import RESOLUTION_PRESETS
+    from shmn.network.model import SHMN, NetworkConfig
+    from shmn.network.model_file import save_model
 
     preset = RESOLUTION_PRESETS["fast"]
     network = NetworkConfig(base_filters=preset["base_filters"], levels=preset["levels"], macs_hidden=preset["macs_hidden"])

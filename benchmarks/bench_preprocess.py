@@ -18,8 +18,8 @@ import time
 import numpy as np
 import SimpleITK as sitk
 
-from shmn.anatomy import CEREBRAL_WM, LATERAL_VENTRICLES, load_anatomy
-from shmn.preprocess import GRIDS, PreprocessConfig, preprocess, to_model_grid, to_native
+from shmn.io.anatomy import CEREBRAL_WM, LATERAL_VENTRICLES, load_anatomy
+from shmn.preprocessing.preprocess import GRIDS, PreprocessConfig, preprocess, to_model_grid, to_native
 
 LESION_LPS = (27.0, 32.0, 22.0)
 

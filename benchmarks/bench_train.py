@@ -41,11 +41,11 @@ def measure_one(preset: str, resolution: str, steps: int, batch_size: int, devic
     import numpy as np
     import torch
 
-    from shmn import distributed
-    from shmn.config import apply_overrides, preset_config
-    from shmn.data import augmentation
-    from shmn.losses import shmn_loss
-    from shmn.model import SHMN, count_parameters
+    from shmn.training import distributed
+    from shmn.training.config import apply_overrides, preset_config
+    from shmn.training.data import augmentation
+    from shmn.network.losses import shmn_loss
+    from shmn.network.model import SHMN, count_parameters
 
     config = apply_overrides(preset_config(preset, resolution), {"cpu_bf16": cpu_bf16, "device": device_name}, "bench")
     device = distributed.resolve_device(config.device)

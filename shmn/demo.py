@@ -20,7 +20,7 @@ DEMO_SEED = 2021
 
 def build_cohort(root: Path, size: str, seed: int) -> Path:
     """The phantom cohort under ``root`` (reused when a previous demo already built it)."""
-    from shmn.phantom import CohortConfig, generate_cohort
+    from shmn.synthesis import CohortConfig, generate_cohort
 
     if (root / "pvl" / "manifest.json").exists() and (root / "macs" / "manifest.json").exists():
         print(f"reusing the phantom cohort in {root}")
@@ -35,7 +35,7 @@ def pick_cases(root: Path) -> list[tuple[Path, dict]]:
     import numpy as np
     import SimpleITK as sitk
 
-    from shmn.manifest import load_manifest
+    from shmn.io.manifest import load_manifest
 
     pvl, macs = load_manifest(root / "pvl"), load_manifest(root / "macs")
 
@@ -71,10 +71,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from shmn import DISCLAIMER
-    from shmn.batch import predict_many
-    from shmn.predict import PredictOptions, load_predictor
+    from shmn.inference.batch import predict_many
+    from shmn.inference.predict import PredictOptions, load_predictor
 
-    from shmn.registry import default_model
+    from shmn.io.registry import default_model
 
     out = Path(args.out)
     if args.model is None:

@@ -65,7 +65,7 @@ class DependencyStatus:
 
 
 def anatomyMissing(engine: Engine) -> bool:
-    anatomy = importEngineModule(engine, "shmn.anatomy")
+    anatomy = importEngineModule(engine, "shmn.io.anatomy")
     folder = anatomy.anatomy_dir()
     return not all((folder / name).is_file() for name in (anatomy.TEMPLATE_FILE, anatomy.LABELS_FILE, anatomy.LABEL_NAMES_FILE))
 

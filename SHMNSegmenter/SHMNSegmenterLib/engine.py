@@ -104,7 +104,7 @@ def engineEnvironment(engine: Engine, base: dict | None = None) -> dict:
 
 
 def importEngineModule(engine: Engine, name: str):
-    """Import a light engine module (e.g. ``shmn.registry``) into this process: quick look-ups only.
+    """Import a light engine module (e.g. ``shmn.io.registry``) into this process: quick look-ups only.
 
     Anything long (prediction, training) runs in the engine's own process; this is for reading the
     model registry and such, so the module shows what the engine itself would resolve.
@@ -126,7 +126,7 @@ class ModelChoice:
 
 def availableModels(engine: Engine) -> list[ModelChoice]:
     """Registered models (shipped and user-trained) as the engine's registry resolves them."""
-    registry = importEngineModule(engine, "shmn.registry")
+    registry = importEngineModule(engine, "shmn.io.registry")
     errors = importEngineModule(engine, "shmn.errors")
     try:
         models = registry.load_models()

@@ -1,6 +1,6 @@
 """The dataset panel's data: open a dataset folder (or make one from a folder of images) and list its cases.
 
-A dataset is the engine's manifest format (``shmn.manifest``): a folder with ``manifest.json`` that
+A dataset is the engine's manifest format (``shmn.io.manifest``): a folder with ``manifest.json`` that
 names each case's image, its PVL and ventricle masks and its MACS group, all optional but the image.
 A plain folder of images becomes a dataset by writing a manifest for it (nothing is moved): images
 are taken from ``images/`` if the folder has one, else from the folder itself; masks already at
@@ -82,7 +82,7 @@ def caseRows(manifest, caseFilter: CaseFilter = CaseFilter.ALL) -> list[CaseRow]
 
 def statusText(manifest) -> str:
     """``12 cases: PVL 6, ventricles 3, MACS 9``."""
-    status = shmn("manifest").label_status(manifest)
+    status = shmn("io.manifest").label_status(manifest)
     return f"{status['cases']} cases: PVL {status['pvl']}, ventricles {status['ventricles']}, MACS {status['macs']}"
 
 
@@ -101,7 +101,7 @@ def safeCaseId(name: str) -> str:
 
 def imageFiles(folder: Path) -> list[Path]:
     """The images a plain folder holds (``images/`` first), sorted by name; masks in labels/ are not images."""
-    volume_io = shmn("volume_io")
+    volume_io = shmn("io.volume_io")
     source = folder / IMAGES_FOLDER if (folder / IMAGES_FOLDER).is_dir() else folder
     return sorted(p for p in source.iterdir() if p.is_file() and volume_io.is_image_path(p) and not p.name.endswith(".seg.nrrd"))
 
@@ -121,8 +121,8 @@ def assignSplits(ids: list[str], seed: int = SPLIT_SEED) -> dict[str, str]:
 
 def manifestFromImageFolder(folder: str | Path, name: str = ""):
     """A new (unsaved) manifest for a folder of images; ShmnError when it holds none."""
-    manifest_module = shmn("manifest")
-    volume_io = shmn("volume_io")
+    manifest_module = shmn("io.manifest")
+    volume_io = shmn("io.volume_io")
     folder = Path(folder)
     images = imageFiles(folder)
     if not images:
@@ -157,13 +157,13 @@ def manifestFromImageFolder(folder: str | Path, name: str = ""):
 
 @dataclass(frozen=True)
 class OpenedDataset:
-    manifest: object  # shmn.manifest.Manifest
+    manifest: object  # shmn.io.manifest.Manifest
     created: bool  # True: the manifest was just written for a plain folder of images
 
 
 def openDataset(path: str | Path) -> OpenedDataset:
     """The dataset at ``path`` (folder or manifest.json); a plain image folder gets a manifest first."""
-    manifest_module = shmn("manifest")
+    manifest_module = shmn("io.manifest")
     path = Path(path).expanduser().absolute()  # case paths resolve against it, whatever the working directory
     if manifest_module.manifest_path(path).exists():
         return OpenedDataset(manifest_module.load_manifest(path), created=False)

@@ -23,7 +23,7 @@ def defaultEngine() -> Engine:
 
 
 def shmn(name: str, engine: Engine | None = None):
-    """``shmn.<name>`` (e.g. ``shmn("manifest")``) from the engine this module runs."""
+    """``shmn.<name>`` (e.g. ``shmn("io.manifest")``) from the engine this module runs."""
     engine = engine or defaultEngine()
     importEngineModule(engine, "shmn")  # puts the engine's folder on sys.path once
     return importlib.import_module(f"shmn.{name}")

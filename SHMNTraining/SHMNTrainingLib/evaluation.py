@@ -9,7 +9,7 @@ from __future__ import annotations
 from SHMNSegmenterLib.results import addStringTable
 
 COLUMNS = ("Metric", "Mean", "SD", "Median", "n")
-# Summary keys of shmn.evaluate (CASE_METRICS, MACS_METRICS) as shown; unknown keys are shown as they are.
+# Summary keys of shmn.training.evaluate (CASE_METRICS, MACS_METRICS) as shown; unknown keys are shown as they are.
 LABELS = {
     "pvl_dice": "PVL Dice",
     "pvl_hd95_mm": "PVL HD95 (mm)",

@@ -47,8 +47,8 @@ def historyPath(root: Path, kind: str, caseId: str, stamp: str) -> Path:
 
 def keepCopy(source: Path, root: Path, kind: str, caseId: str, stamp: str) -> Path:
     target = historyPath(root, kind, caseId, stamp)
-    shmn("atomic").ensure_writable_dir(target.parent)
-    with shmn("atomic").atomic_path(target, overwrite=False) as tmp:
+    shmn("io.atomic").ensure_writable_dir(target.parent)
+    with shmn("io.atomic").atomic_path(target, overwrite=False) as tmp:
         shutil.copy2(source, tmp)
     return target
 
@@ -56,7 +56,7 @@ def keepCopy(source: Path, root: Path, kind: str, caseId: str, stamp: str) -> Pa
 def writeMask(mask: sitk.Image, path: Path) -> Path:
     """A uint8 0/1 mask, gzip-compressed NIfTI, renamed into place when complete."""
     mask = sitk.Cast(mask > 0, sitk.sitkUInt8)
-    with shmn("atomic").atomic_path(path) as tmp:
+    with shmn("io.atomic").atomic_path(path) as tmp:
         sitk.WriteImage(mask, str(tmp), True)
         os.chmod(tmp, FILE_MODE)
     return Path(path)
@@ -75,7 +75,7 @@ class SavedLabels:
 
 def saveLabels(datasetPath, caseId: str, masks: dict[str, sitk.Image], macs=KEEP, now: float | None = None) -> SavedLabels:
     """Write ``masks`` (kind -> mask on the image's grid) and the MACS group of one case (see module docstring)."""
-    manifest_module = shmn("manifest")
+    manifest_module = shmn("io.manifest")
     unknown = set(masks) - set(LABEL_KINDS)
     if unknown:
         raise ValueError(f"unknown label kinds {sorted(unknown)}; expected {LABEL_KINDS}")

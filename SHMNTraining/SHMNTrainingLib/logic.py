@@ -110,7 +110,7 @@ class SHMNTrainingLogic(ScriptedLoadableModuleLogic):
     def setMacs(self, group: str | None) -> None:
         if self.current is None:
             raise RuntimeError("load a case first")
-        if group not in (None, *shmn("manifest").MACS_GROUPS):
+        if group not in (None, *shmn("io.manifest").MACS_GROUPS):
             raise ValueError(f"MACS group {group!r}: expected mild, severe or None")
         if group != self.current.macs:
             self.current.macs = group
@@ -203,10 +203,10 @@ class SHMNTrainingLogic(ScriptedLoadableModuleLogic):
 
     # --- training ---------------------------------------------------------------------------------
     def defaultCacheFolder(self) -> Path:
-        return shmn("anatomy", self.engine).cache_dir() / CACHE_SUBFOLDER
+        return shmn("io.anatomy", self.engine).cache_dir() / CACHE_SUBFOLDER
 
     def hasSplit(self, datasets: list[str], split: str = EVALUATION_SPLIT) -> bool:
-        manifest = shmn("manifest", self.engine)
+        manifest = shmn("io.manifest", self.engine)
         return any(manifest.load_manifest(path, check_files=False).split(split) for path in datasets)
 
     def startTraining(self, params: TrainingParameters, onLog=None, onProgress=None) -> TrainingRun:

@@ -2,7 +2,7 @@
 
 The run's best model is copied next to the user's model registry (``<registry folder>/models/
 <name>-<version>.safetensors``: deleting the run folder later does not break the entry), and an
-entry is added with ``shmn.registry.register_model`` (sha256, model card fields). SHMNSegmenter's
+entry is added with ``shmn.io.registry.register_model`` (sha256, model card fields). SHMNSegmenter's
 model list is the engine's registry, so the model shows up there without anything else.
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 from .engineaccess import shmn
 from .training import evaluationFile, trainedModel
 
-CARD_KEY = "shmn"  # shmn.model_file.CARD_KEY
-CARD_FIELDS = ("preset", "grid", "tasks", "training_data", "metrics", "intended_use")  # shmn.registry.CARD_FIELDS
+CARD_KEY = "shmn"  # shmn.network.model_file.CARD_KEY
+CARD_FIELDS = ("preset", "grid", "tasks", "training_data", "metrics", "intended_use")  # shmn.io.registry.CARD_FIELDS
 MODELS_FOLDER = "models"
 
 
@@ -43,7 +43,7 @@ class ModelRegistration:
 
 def registerRunModel(runFolder: Path, registration: ModelRegistration, registryPath: Path | None = None) -> dict:
     """Copy the run's best model beside the user registry and register it; returns the registry entry."""
-    registry = shmn("registry")
+    registry = shmn("io.registry")
     weights = trainedModel(Path(runFolder))
     if weights is None:
         raise shmn("errors").ShmnError(f"{runFolder}: the run has no trained model yet (model-best.safetensors); train first")
@@ -51,7 +51,7 @@ def registerRunModel(runFolder: Path, registration: ModelRegistration, registryP
     registryPath = Path(registryPath) if registryPath else registry.user_registry_path()
     registry.semver_key(registration.version)  # a bad version fails before anything is copied
     stored = registryPath.parent / MODELS_FOLDER / f"{registration.name}-{registration.version}{registry.WEIGHTS_SUFFIX}"
-    with shmn("atomic").atomic_path(stored) as tmp:
+    with shmn("io.atomic").atomic_path(stored) as tmp:
         shutil.copyfile(weights, tmp)
     fields = {key: card[key] for key in CARD_FIELDS if key in card}
     if registration.intendedUse:

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 
 class Preset(enum.Enum):
-    """``shmn train`` task presets (paper Table 1; shmn.config.TASK_PRESETS)."""
+    """``shmn train`` task presets (paper Table 1; shmn.training.config.TASK_PRESETS)."""
 
     SHMN4 = "shmn4"
     SHMN4_STAR = "shmn4-star"

@@ -76,7 +76,7 @@ def startPrediction(
     workRoot.mkdir(parents=True, exist_ok=True)
     runDir = Path(tempfile.mkdtemp(prefix="predict-", dir=workRoot))
     outputDir = runDir / "output"
-    caseDir = outputDir / shmn("volume_io", engine).case_name(imagePath)
+    caseDir = outputDir / shmn("io.volume_io", engine).case_name(imagePath)
     steps = []
     if anatomyMissing(engine):
         steps.append(("fetch template", fetchAnatomyCommand(engine)))

@@ -29,9 +29,9 @@ from SHMNSegmenterLib.process import Progress, SubprocessRunner
 
 from .parameters import TrainingParameters
 
-EPOCH_PREFIX = "SHMN-EPOCH"  # shmn.train.EPOCH_PREFIX
+EPOCH_PREFIX = "SHMN-EPOCH"  # shmn.training.train.EPOCH_PREFIX
 METRICS_LOG = "metrics.jsonl"
-MODEL_FILES = ("model-best.safetensors", "model-last.safetensors")  # shmn.checkpoint.RunFiles, best first
+MODEL_FILES = ("model-best.safetensors", "model-last.safetensors")  # shmn.training.checkpoint.RunFiles, best first
 EVALUATION_SPLIT = "test"
 EPOCH_STAGE = re.compile(r"^epoch (?P<epoch>\d+)/(?P<epochs>\d+)$")
 

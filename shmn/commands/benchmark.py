@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from shmn.config import RESOLUTION_PRESETS, TASK_PRESETS
+from shmn.training.config import RESOLUTION_PRESETS, TASK_PRESETS
 from shmn.errors import ShmnError
 
 
@@ -27,7 +27,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _read_overrides(path: str | None) -> dict:
-    from shmn.config import apply_overrides, preset_config, read_config_file
+    from shmn.training.config import apply_overrides, preset_config, read_config_file
 
     if path is None:
         return {}
@@ -40,7 +40,7 @@ def _read_overrides(path: str | None) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shmn.benchmark import BenchmarkConfig, run_benchmark
+    from shmn.training.benchmark import BenchmarkConfig, run_benchmark
 
     unknown = [p for p in args.presets if p not in TASK_PRESETS]
     if unknown:
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
                              epochs=args.epochs, device=args.device, overrides=_read_overrides(args.config))
     report = run_benchmark(args.data, args.out, config, progress=not args.quiet,
                            log=(lambda *_: None) if args.quiet else print)
-    from shmn.benchmark import markdown
+    from shmn.training.benchmark import markdown
 
     print(markdown(report))
     print(f"table: {args.out}/benchmark.md  data: {args.out}/benchmark.json")

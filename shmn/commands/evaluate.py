@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from shmn.manifest import SPLITS
+from shmn.io.manifest import SPLITS
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -30,8 +30,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from shmn.atomic import write_json
-    from shmn.evaluate import evaluate, markdown_table
+    from shmn.io.atomic import write_json
+    from shmn.training.evaluate import evaluate, markdown_table
 
     results = evaluate(args.model, args.data, split=args.split, device=args.device, progress=not args.quiet)
     output = args.output or (Path(args.model) / f"evaluation-{args.split}.json" if Path(args.model).is_dir() else None)

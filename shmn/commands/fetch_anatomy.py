@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from shmn.anatomy import CACHE_ENV, fetch_anatomy
+from shmn.io.anatomy import CACHE_ENV, fetch_anatomy
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -44,7 +44,7 @@ def _whole_number(option: str, text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shmn.phantom import CohortConfig, generate_cohort  # imported here: `shmn --help` stays fast
+    from shmn.synthesis import CohortConfig, generate_cohort  # imported here: `shmn --help` stays fast
 
     config = CohortConfig(
         seed=_whole_number("--seed", args.seed), n_pvl=_whole_number("--n-pvl", args.n_pvl),

@@ -32,9 +32,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shmn.batch import expand_inputs, predict_many
-    from shmn.predict import PredictOptions, load_predictor
-    from shmn.report import findings
+    from shmn.inference.batch import expand_inputs, predict_many
+    from shmn.inference.predict import PredictOptions, load_predictor
+    from shmn.reporting.report import findings
 
     quiet = bool(getattr(args, "quiet", False))
     out_dir = Path(args.output)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from shmn.config import DEVICES, RESOLUTION_PRESETS, TASK_PRESETS
+from shmn.training.config import DEVICES, RESOLUTION_PRESETS, TASK_PRESETS
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -38,8 +38,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shmn.config import load_config
-    from shmn.train import train
+    from shmn.training.config import load_config
+    from shmn.training.train import train
 
     overrides = {
         key: value

@@ -1,0 +1,26 @@
+"""Engine test helpers shared by several test files: a real tiny SHMN saved as a model file."""
+
+from __future__ import annotations
+
+import torch
+
+from shmn.network.model import SHMN, NetworkConfig
+from shmn.network.model_file import save_model
+
+TINY_NAME = "tiny-test"
+TINY_CARD = {
+    "name": TINY_NAME,
+    "version": "0.0.1",
+    "grid": {"spacing_mm": 4.0, "size": [40, 48, 40]},
+    "preprocessing": {"n4": True, "n4_shrink": 4},
+    "training_data": "none: random weights for plumbing tests (synthetic)",
+    "intended_use": "tests only",
+}
+
+def make_tiny_model(folder, version="0.0.1", seed=0):
+    """A real SHMN (base 4, 4 levels) with random weights on the tiny grid; returns (path, sha256)."""
+    torch.manual_seed(seed)
+    model = SHMN(NetworkConfig(base_filters=4, levels=4, macs_hidden=16))
+    path = folder / f"tiny-{version}.safetensors"
+    sha = save_model(path, model, {**TINY_CARD, "version": version})
+    return path, sha

@@ -1,0 +1,113 @@
+"""Evaluation: metrics on masks with known answers, and `shmn evaluate` end to end on a real model file."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from shmn.cli import main as cli_main
+from shmn.training.config import load_config
+from shmn.training.data import load_manifests, split_samples
+from shmn.errors import ShmnError
+from shmn.training.evaluate import evaluate, markdown_table, resolve_model, score_case, summarise
+from shmn.measures.metrics import macs_metrics
+from shmn.network.model import SHMN
+from shmn.network.model_file import save_model
+
+pytestmark = pytest.mark.xdist_group("evaluate")
+P_SEVERE = 0.8
+
+
+def test_scores_of_masks_with_known_answers():
+    truth = np.zeros((10, 12, 14), bool)
+    truth[1:3, 1:3, 1:5] = True  # lesion A: 16 voxels
+    truth[6:8, 6:8, 6:8] = True  # lesion B: 8 voxels, missed
+    predicted = np.zeros_like(truth)
+    predicted[1:3, 1:3, 1:3] = True  # half of lesion A: 8 voxels
+    ventricles = np.zeros_like(truth)
+    ventricles[4:6, 2:8, 2:8] = True
+    scores = score_case((2.0, 1.0, 1.0), pvl=(predicted, truth), ventricles=(ventricles, ventricles))
+    assert scores["pvl_dice"] == pytest.approx(2 * 8 / (8 + 24))
+    assert scores["pvl_lesion_f1"] == pytest.approx(2 * 1.0 * 0.5 / 1.5)  # precision 1, recall 1/2
+    assert (scores["pvl_lesions_true"], scores["pvl_lesions_predicted"]) == (2, 1)
+    assert scores["pvl_avd_percent"] == pytest.approx(abs(8 - 24) / 24 * 100)
+    assert scores["pvl_volume_ml"] == pytest.approx(8 * 2 / 1000) and scores["pvl_volume_true_ml"] == pytest.approx(24 * 2 / 1000)
+    assert scores["ventricle_dice"] == 1.0
+    # Lesion B's far corner (z=7, y=7, x=7) is the farthest surface point from the prediction.
+    assert 0 < scores["pvl_hd95_mm"] <= math.dist((7 * 2, 7, 7), (2 * 2, 2, 2))
+    assert "ventricle_dice" not in score_case((1, 1, 1), pvl=(predicted, truth))
+
+
+def test_summary_skips_missing_labels_and_counts_infinite_distances():
+    cases = [
+        {"metrics": {"pvl_dice": 0.5, "pvl_hd95_mm": 4.0}, "macs_probability": 0.9, "macs_true": 1.0},
+        {"metrics": {"pvl_dice": 0.0, "pvl_hd95_mm": float("inf")}, "macs_probability": 0.2, "macs_true": 0.0},
+        {"metrics": {"ventricle_dice": 0.75}, "macs_probability": 0.6, "macs_true": 0.0},
+        {"metrics": {}, "macs_probability": 0.4, "macs_true": 1.0},
+        {"metrics": {}, "macs_probability": 0.7, "macs_true": None},  # no MACS label: skipped
+    ]
+    summary = summarise(cases)
+    assert summary["pvl_dice"]["mean"] == 0.25 and summary["pvl_dice"]["n"] == 2
+    assert summary["pvl_hd95_mm"] == {"n": 2, "infinite": 1, "mean": 4.0, "sd": 0.0, "median": 4.0}
+    assert summary["ventricle_dice"]["n"] == 1 and "pvl_lesion_f1" not in summary
+    macs = summary["macs"]
+    assert macs["n"] == 4 and macs["accuracy"] == 0.5 and macs["auc"] == pytest.approx(0.75)
+    table = markdown_table(summary)
+    assert "| PVL Dice | 0.250 ± 0.250 | 0.250 | 2 |" in table and "(1 infinite)" in table and "| MACS AUC | 0.750 |" in table
+
+
+@pytest.fixture(scope="module")
+def known_model(tmp_path_factory):
+    """A real model file whose answers are known: no lesion, no ventricle, P(severe) = 0.8 everywhere."""
+    config = load_config("shmn4:tiny")
+    model = SHMN(config.network)
+    with torch.no_grad():
+        for task, bias in (("pvl", [5.0, -5.0]), ("ventricles", [-5.0])):
+            head = [m for m in model.decoders[task].head.modules() if isinstance(m, torch.nn.Conv3d)][-1]
+            head.weight.zero_()
+            head.bias.copy_(torch.tensor(bias))
+        model.macs.fc2.weight.zero_()
+        model.macs.fc2.bias.fill_(math.log(P_SEVERE / (1 - P_SEVERE)))
+    run = tmp_path_factory.mktemp("known") / "run"
+    run.mkdir()
+    card = {"name": "known-answers", "version": "0.0.1", "grid": "tiny", "tasks": list(config.network.tasks),
+            "preprocessing": json.loads(json.dumps(config.to_dict()["preprocess"]))}
+    save_model(run / "model-best.safetensors", model, card)
+    return run
+
+
+def test_evaluate_cli_writes_metrics_json_and_table(small_cohort, known_model, capsys):
+    data = [str(small_cohort / "pvl"), str(small_cohort / "macs")]
+    assert cli_main(["-q", "evaluate", str(known_model), "--data", *data, "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    results = json.loads((known_model / "evaluation-test.json").read_text())
+    samples = split_samples(load_manifests(data), "test")
+    assert [c["id"] for c in results["cases"]] == [s.id for s in samples]
+    assert results["compared_on"].startswith("native grid") and results["model"]["name"] == "known-answers"
+    summary = results["summary"]
+    n_pvl = sum(s.pvl is not None for s in samples)
+    assert n_pvl and summary["pvl_dice"] == {"n": n_pvl, "infinite": 0, "mean": 0.0, "sd": 0.0, "median": 0.0}
+    assert summary["pvl_lesion_f1"]["mean"] == 0.0 and summary["pvl_avd_percent"]["mean"] == 100.0
+    assert summary["pvl_hd95_mm"]["infinite"] == n_pvl  # nothing predicted: no distance exists
+    assert all(c["metrics"]["pvl_hd95_mm"] is None for c in results["cases"] if "pvl_hd95_mm" in c["metrics"])  # strict JSON
+    labels = [s.macs for s in samples if s.macs is not None]
+    expected = macs_metrics([P_SEVERE] * len(labels), labels)
+    assert summary["macs"]["accuracy"] == pytest.approx(expected["accuracy"])
+    # Inference runs as `shmn predict` does: bf16 on CPUs that have it, hence a few 1e-3 of slack.
+    assert summary["macs"]["ece"] == pytest.approx(abs(np.mean(labels) - P_SEVERE), abs=5e-3)
+    assert all(c["macs_probability"] == pytest.approx(P_SEVERE, abs=5e-3) for c in results["cases"])
+    if any(s.ventricles for s in samples):
+        assert summary["ventricle_dice"]["mean"] == 0.0
+    assert "| PVL Dice | 0.000 ± 0.000 |" in out and "| MACS accuracy |" in out
+
+
+def test_evaluate_refuses_empty_runs_and_splits(small_cohort, tmp_path):
+    with pytest.raises(ShmnError, match="no model yet"):
+        resolve_model(tmp_path)
+    assert resolve_model(tmp_path / "model.safetensors") == tmp_path / "model.safetensors"
+    with pytest.raises(ShmnError, match="no case in this split"):
+        evaluate(tmp_path, [small_cohort / "pvl"], split="nonexistent")

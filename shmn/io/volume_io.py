@@ -1,0 +1,226 @@
+"""Reading and writing 3D volumes with their geometry (origin, spacing, direction) intact.
+
+Everything goes through SimpleITK, which keeps the full physical geometry (LPS internally) for
+NIfTI, NRRD, MHA/MHD and DICOM series. Inputs are validated here so that every caller gets the
+same one-line errors for the same bad files.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from shmn.io.atomic import atomic_path, ensure_writable_dir
+from shmn.errors import ShmnError
+
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".mha", ".mhd")
+MIN_SPACING_MM = 0.05
+MAX_SPACING_MM = 20.0
+MIN_VOXELS_PER_AXIS = 2
+
+
+def case_name(path: str | os.PathLike) -> str:
+    """The input's file name without its image extensions (a DICOM folder keeps its name)."""
+    p = Path(path)
+    name = p.name.rstrip("/")
+    for suffix in sorted(IMAGE_SUFFIXES + (".dcm",), key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def is_image_path(path: str | os.PathLike) -> bool:
+    p = Path(path)
+    return p.is_dir() or any(p.name.lower().endswith(s) for s in IMAGE_SUFFIXES)
+
+
+def _read_dicom_series(folder: Path) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    try:
+        series = reader.GetGDCMSeriesIDs(str(folder))
+    except RuntimeError:
+        series = ()
+    if not series:
+        raise ShmnError(f"{folder}: folder holds no readable DICOM series; expected one DICOM series (or give an image file)")
+    if len(series) > 1:
+        # Pick the series with most slices: the localiser and derived series are smaller.
+        series = sorted(series, key=lambda s: len(reader.GetGDCMSeriesFileNames(str(folder), s)), reverse=True)
+    files = reader.GetGDCMSeriesFileNames(str(folder), series[0])
+    reader.SetFileNames(files)
+    try:
+        return reader.Execute()
+    except RuntimeError as exc:
+        raise ShmnError(f"{folder}: DICOM series could not be read ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    # ITK messages start with file/line noise; the last line carries the description.
+    return lines[-1] if lines else type(exc).__name__
+
+
+def read_volume(path: str | os.PathLike, check_values: bool = True) -> sitk.Image:
+    """Read a 3D scalar volume (file or DICOM series folder) and validate it.
+
+    Raises ShmnError with one line naming the file for: a missing file, an empty file, a file that is
+    not an image, a truncated file, a 2D or 4D image, absurd spacing, NaN/Inf values, an all-zero image.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ShmnError(f"{p}: no such file or folder")
+    if p.is_dir():
+        image = _read_dicom_series(p)
+    else:
+        if p.stat().st_size == 0:
+            raise ShmnError(f"{p}: file is empty; expected a 3D image (NIfTI, NRRD, MHA/MHD or a DICOM folder)")
+        if p.name.lower().endswith(".gz"):
+            _check_gzip(p)
+        try:
+            image = sitk.ReadImage(str(p))
+        except RuntimeError as exc:
+            raise ShmnError(
+                f"{p}: not a readable image ({_first_line(exc)}); expected a 3D NIfTI, NRRD, MHA/MHD file or a DICOM folder"
+            ) from None
+    if check_values and _is_nifti(p):
+        _check_nifti_finite(p)
+    return validate_volume(image, p, check_values=check_values)
+
+
+def _is_nifti(p: Path) -> bool:
+    return p.is_file() and p.name.lower().endswith((".nii", ".nii.gz"))
+
+
+def _check_nifti_finite(p: Path) -> None:
+    # ITK's NIfTI reader replaces NaN with 0 silently; look at the stored values with nibabel.
+    import nibabel as nib
+
+    data = np.asanyarray(nib.load(str(p)).dataobj)
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise ShmnError(f"{p}: {bad} voxels are NaN or Inf; expected finite intensities")
+
+
+def _check_gzip(p: Path) -> None:
+    # A truncated .nii.gz can make ITK read garbage silently; gzip checks the stream end to end.
+    try:
+        with gzip.open(p, "rb") as f:
+            while f.read(1 << 22):
+                pass
+    except (OSError, EOFError) as exc:
+        raise ShmnError(f"{p}: compressed file is damaged or truncated ({exc}); re-export or re-copy it") from None
+
+
+def validate_volume(image: sitk.Image, source: str | os.PathLike = "image", check_values: bool = True) -> sitk.Image:
+    dim = image.GetDimension()
+    size = image.GetSize()
+    if dim == 4:
+        if size[3] == 1:
+            image = image[:, :, :, 0]
+        else:
+            raise ShmnError(f"{source}: 4D image with {size[3]} volumes; expected one 3D volume (extract the FLAIR volume first)")
+    elif dim == 2:
+        raise ShmnError(f"{source}: 2D image {size[0]}x{size[1]}; expected a 3D volume")
+    elif dim != 3:
+        raise ShmnError(f"{source}: {dim}D image; expected a 3D volume")
+    size = image.GetSize()
+    if min(size) < MIN_VOXELS_PER_AXIS:
+        raise ShmnError(f"{source}: size {size[0]}x{size[1]}x{size[2]} is a single slice; expected a 3D volume")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise ShmnError(f"{source}: {image.GetNumberOfComponentsPerPixel()} components per voxel; expected a scalar (grey-level) image")
+    spacing = image.GetSpacing()
+    if not all(MIN_SPACING_MM <= s <= MAX_SPACING_MM for s in spacing):
+        raise ShmnError(
+            f"{source}: voxel spacing {tuple(round(s, 4) for s in spacing)} mm is outside {MIN_SPACING_MM}-{MAX_SPACING_MM} mm; "
+            "check the header's units and spacing"
+        )
+    if check_values:
+        values = sitk.GetArrayViewFromImage(image)
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            bad = int((~np.isfinite(values)).sum())
+            raise ShmnError(f"{source}: {bad} voxels are NaN or Inf; expected finite intensities")
+        if not values.any():
+            raise ShmnError(f"{source}: every voxel is zero; expected an MRI with signal")
+    return image
+
+
+def write_volume(image: sitk.Image, path: str | os.PathLike, compress: bool = True, overwrite: bool = True) -> Path:
+    """Write atomically: into a temporary place beside the target, then renamed.
+
+    Header metadata from the source file (NIfTI description fields and the like) is dropped: the
+    geometry is carried by origin/spacing/direction, and other formats would only warn about it.
+    """
+    image = _without_metadata(image)
+    target = Path(path)
+    if target.name.lower().endswith(".mhd"):
+        return _write_mhd(image, target, compress, overwrite)
+    with atomic_path(target, overwrite=overwrite) as tmp:
+        sitk.WriteImage(image, str(tmp), compress)
+    return target
+
+
+def _without_metadata(image: sitk.Image) -> sitk.Image:
+    if not image.GetMetaDataKeys():
+        return image
+    copy = sitk.Image(image)
+    for key in copy.GetMetaDataKeys():
+        copy.EraseMetaData(key)
+    return copy
+
+
+def _write_mhd(image: sitk.Image, target: Path, compress: bool, overwrite: bool) -> Path:
+    # A .mhd header names its data file; write both under their final names in a private folder,
+    # then move the data file first and the header last, so a reader never sees a header without data.
+    if target.exists() and not overwrite:
+        raise ShmnError(f"{target}: already exists; choose another output or remove it first")
+    ensure_writable_dir(target.parent)
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as tmp:
+        sitk.WriteImage(image, str(Path(tmp) / target.name), compress)
+        for part in sorted(Path(tmp).iterdir(), key=lambda p: p.name.lower().endswith(".mhd")):
+            os.replace(part, target.parent / part.name)
+    return target
+
+
+def geometry(image: sitk.Image) -> dict:
+    """The physical geometry as plain lists (for reports and comparisons)."""
+    return {
+        "size": list(image.GetSize()),
+        "spacing": list(image.GetSpacing()),
+        "origin": list(image.GetOrigin()),
+        "direction": list(image.GetDirection()),
+    }
+
+
+def same_geometry(a: sitk.Image, b: sitk.Image, tol: float = 1e-4) -> bool:
+    return (
+        a.GetSize() == b.GetSize()
+        and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tol)
+        and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tol)
+        and np.allclose(a.GetDirection(), b.GetDirection(), atol=tol)
+    )
+
+
+def ijk_to_ras_matrix(image: sitk.Image) -> np.ndarray:
+    """4x4 matrix from (i, j, k) voxel index to RAS millimetres (Slicer's and NIfTI's world)."""
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    spacing = np.array(image.GetSpacing())
+    origin = np.array(image.GetOrigin())
+    lps = np.eye(4)
+    lps[:3, :3] = direction * spacing
+    lps[:3, 3] = origin
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0, 1.0])
+    return lps_to_ras @ lps
+
+
+def index_to_ras(image: sitk.Image, index_xyz) -> list[float]:
+    """Continuous (x, y, z) voxel index to RAS mm."""
+    point = image.TransformContinuousIndexToPhysicalPoint([float(v) for v in index_xyz])
+    return [-point[0], -point[1], point[2]]
+
+
+def ras_to_lps(point) -> list[float]:
+    return [-float(point[0]), -float(point[1]), float(point[2])]

@@ -1,0 +1,1 @@
+"""Lesion geometry (components, centres, density maps) and the metrics that score segmentations and MACS predictions."""

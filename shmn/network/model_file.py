@@ -1,0 +1,111 @@
+"""The model file: safetensors weights + a JSON "card" in the safetensors metadata. No pickle.
+
+The card (metadata key "shmn") describes the model: "network" (``asdict(NetworkConfig)``, always
+present) and whatever the trainer adds (grid, preprocessing, tasks, name, version, training data,
+metrics). ``read_card`` reads only the header, so a registry can list models without loading weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from shmn.io.atomic import atomic_path
+from shmn.io.digest import sha256_of
+from shmn.errors import ShmnError
+from shmn.network.model import SHMN, NetworkConfig
+
+CARD_KEY = "shmn"
+FORMAT = "shmn-model/1"
+
+
+def save_model(path: str | os.PathLike, model: SHMN, card: dict) -> str:
+    """Write ``model``'s weights and ``card`` to ``path`` atomically; return the file's sha256 (hex).
+
+    "network" is filled from the model when the card lacks it; a card whose "network" disagrees
+    with the model is refused (the file could not be loaded back).
+    """
+    card = dict(card)
+    network = asdict(model.config)
+    network["tasks"] = list(network["tasks"])
+    if "network" in card and _network_config(card["network"], path) != model.config:
+        raise ShmnError(f"{path}: card network {card['network']} does not describe the model being saved ({network})")
+    card["network"] = network
+    card.setdefault("format", FORMAT)
+    try:
+        metadata = {CARD_KEY: json.dumps(card, allow_nan=True)}
+    except (TypeError, ValueError) as exc:
+        raise ShmnError(f"{path}: model card is not JSON-serialisable ({exc})") from None
+    # safetensors wants contiguous tensors that share no memory; a state dict copy on CPU is both.
+    tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+        digest = sha256_of(tmp)
+    return digest
+
+
+def _check_exists(path: Path) -> None:
+    if not path.is_file():
+        raise ShmnError(f"{path}: model file not found; check the path or the model registry")
+
+
+def read_card(path: str | os.PathLike) -> dict:
+    """The card of a model file, from its header only (no weights are read)."""
+    path = Path(path)
+    _check_exists(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ShmnError(f"{path}: not a safetensors model file ({exc})") from None
+    if CARD_KEY not in metadata:
+        raise ShmnError(f"{path}: safetensors file without an SHMN model card; it was not written by shmn")
+    try:
+        card = json.loads(metadata[CARD_KEY])
+    except json.JSONDecodeError as exc:
+        raise ShmnError(f"{path}: model card is not valid JSON ({exc})") from None
+    if not isinstance(card, dict) or "network" not in card:
+        raise ShmnError(f"{path}: model card has no 'network' entry; the file is incomplete")
+    return card
+
+
+def _network_config(network: object, path: str | os.PathLike) -> NetworkConfig:
+    if not isinstance(network, dict):
+        raise ShmnError(f"{path}: model card 'network' is {type(network).__name__}; expected an object")
+    try:
+        return NetworkConfig(**network)
+    except (TypeError, ValueError) as exc:
+        raise ShmnError(f"{path}: model card 'network' is not a valid network configuration ({exc})") from None
+
+
+def load_model(
+    path: str | os.PathLike, expected_sha256: str | None = None, device: str | torch.device = "cpu"
+) -> tuple[SHMN, dict]:
+    """(SHMN in eval mode on ``device``, card). Checks the sha256 first when one is expected."""
+    path = Path(path)
+    _check_exists(path)
+    if expected_sha256 is not None:
+        actual = sha256_of(path)
+        if actual.lower() != expected_sha256.lower():
+            raise ShmnError(
+                f"{path}: sha256 {actual} does not match the registry's {expected_sha256}; "
+                "the file is corrupt or was replaced"
+            )
+    card = read_card(path)
+    model = SHMN(_network_config(card["network"], path))
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ShmnError(f"{path}: cannot read the weights ({exc}); the file is corrupt") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ShmnError(f"{path}: weights do not fit the network in its card ({first})") from None
+    return model.to(device).eval(), card

@@ -1,0 +1,106 @@
+"""overview.png: three orthogonal planes through the largest lesion with the masks overlaid.
+
+Each plane is resampled from the input through physical coordinates onto a patient-aligned 2D grid
+(axial, coronal, sagittal), so the picture is upright and in radiological convention (patient's
+right on the viewer's left) whatever the input's voxel order or obliquity. Only three slices are
+resampled, never the whole volume. Uses matplotlib's object API (no pyplot global state).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+
+from shmn.terminology import LATERAL_VENTRICLES, PVL_LESION
+from shmn.io.volume_io import ras_to_lps
+
+MAX_PIXELS = 320  # per side of a panel
+
+
+@dataclass(frozen=True)
+class Plane:
+    title: str
+    normal_axis: int  # LPS axis held fixed (0 = x: sagittal, 1 = y: coronal, 2 = z: axial)
+    left: str  # labels of the panel's left and right edges
+    right: str
+
+
+PLANES = (
+    Plane("axial", 2, "R", "L"),
+    Plane("coronal", 1, "R", "L"),
+    Plane("sagittal", 0, "A", "P"),
+)
+
+
+def _physical_bounds(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    size = np.array(image.GetSize()) - 1
+    corners = [image.TransformIndexToPhysicalPoint([int(c) for c in size * np.array(bits)]) for bits in np.ndindex(2, 2, 2)]
+    corners = np.array(corners)
+    return corners.min(axis=0), corners.max(axis=0)
+
+
+def _slice_reference(low: np.ndarray, high: np.ndarray, spacing: float, axis: int, focus_lps: np.ndarray) -> sitk.Image:
+    # An LPS-aligned grid one voxel thick along `axis`, through the focus point.
+    size = [max(1, int(np.ceil((h - l) / spacing)) + 1) for l, h in zip(low, high)]
+    origin = low.copy()
+    size[axis] = 1
+    origin[axis] = focus_lps[axis]
+    reference = sitk.Image(size, sitk.sitkUInt8)
+    reference.SetSpacing([spacing] * 3)
+    reference.SetOrigin(origin.tolist())
+    return reference
+
+
+def _sample(image: sitk.Image, reference: sitk.Image, interpolator, axis: int) -> np.ndarray:
+    resampled = sitk.Resample(image, reference, sitk.Transform(), interpolator, 0.0, sitk.sitkFloat32)
+    array = sitk.GetArrayFromImage(resampled)  # (z, y, x) in LPS order
+    plane = np.take(array, 0, axis=2 - axis)
+    # Rows: anterior at the top (axial), superior at the top (coronal, sagittal).
+    return plane if axis == 2 else plane[::-1]
+
+
+def render_overview(
+    path: str | os.PathLike,
+    image: sitk.Image,
+    pvl: sitk.Image,
+    ventricles: sitk.Image,
+    focus_ras: list[float] | None,
+    caption: str,
+) -> Path:
+    """Write the PNG; ``focus_ras`` (mm) is where the three planes cross (None: the volume's centre)."""
+    low, high = _physical_bounds(image)
+    if focus_ras is None:
+        focus_lps = (low + high) / 2.0
+    else:
+        focus_lps = np.array(ras_to_lps(focus_ras))
+    spacing = max(min(image.GetSpacing()), float(np.max(high - low)) / MAX_PIXELS)
+    grey = sitk.Cast(image, sitk.sitkFloat32)
+    values = sitk.GetArrayViewFromImage(grey)
+    nonzero = values[values != 0]
+    vmin, vmax = np.percentile(nonzero, (1, 99.5)) if nonzero.size else (0.0, 1.0)
+
+    figure = Figure(figsize=(12, 4.9), dpi=100, facecolor="black")
+    FigureCanvasAgg(figure)
+    for column, plane in enumerate(PLANES):
+        reference = _slice_reference(low, high, spacing, plane.normal_axis, focus_lps)
+        base = _sample(grey, reference, sitk.sitkLinear, plane.normal_axis)
+        ax = figure.add_subplot(1, 3, column + 1)
+        ax.imshow(base, cmap="gray", vmin=vmin, vmax=vmax, interpolation="bilinear")
+        for mask, term, alpha in ((ventricles, LATERAL_VENTRICLES, 0.45), (pvl, PVL_LESION, 0.7)):
+            overlay = _sample(mask, reference, sitk.sitkNearestNeighbor, plane.normal_axis) > 0
+            ax.imshow(np.ma.masked_where(~overlay, overlay), cmap=ListedColormap([term.color]), alpha=alpha, interpolation="nearest")
+        ax.set_title(plane.title, color="white", fontsize=11)
+        ax.text(0.01, 0.5, plane.left, color="yellow", transform=ax.transAxes, va="center", fontsize=10)
+        ax.text(0.99, 0.5, plane.right, color="yellow", transform=ax.transAxes, va="center", ha="right", fontsize=10)
+        ax.set_axis_off()
+    figure.text(0.5, 0.035, caption, color="white", ha="center", va="bottom", fontsize=10, wrap=True)
+    figure.subplots_adjust(left=0.01, right=0.99, top=0.92, bottom=0.14, wspace=0.03)
+    figure.savefig(str(path), facecolor=figure.get_facecolor())
+    return Path(path)

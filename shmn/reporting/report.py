@@ -1,0 +1,186 @@
+"""report.json of one predicted case, and the one-row summary of it for summary.csv.
+
+Keys (DESIGN section 3, "at least"): case; macs.probability_severe, macs.group; pvl.volume_ml,
+pvl.lesions [{centre_ras_mm, volume_ml}], pvl.centres_from_localization; ventricles.volume_ml;
+model.name/version/sha256; preprocessing (params, registration quality); timings_s; disclaimer.
+A task the model does not have is reported as null, never as a made-up zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shmn import DISCLAIMER, __version__
+
+MACS_THRESHOLD = 0.5  # paper: probability > 0.5 -> severe (MACS III-V)
+SUMMARY_COLUMNS = (
+    "case",
+    "status",
+    "error",
+    "macs_group",
+    "macs_probability_severe",
+    "pvl_volume_ml",
+    "lesion_count",
+    "ventricle_volume_ml",
+    "seconds",
+)
+SYNTHETIC_CAPTION = "synthetic-trained model, not for clinical use"
+RESEARCH_CAPTION = "research model, not validated for clinical use"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str
+    sha256: str
+    file: str
+    registered: bool
+    tasks: list[str]
+    grid: dict
+    training_data: str | dict | None  # free text (registry) or the trainer's description (shmn.training.data.describe_training_data)
+    intended_use: str | None
+    metrics: dict | None
+
+    @property
+    def synthetic(self) -> bool:
+        # Unknown provenance is treated like the shipped synthetic model: the stronger warning.
+        data = self.training_data
+        if isinstance(data, dict):
+            return bool(data.get("synthetic") or data.get("any_synthetic") or "synthetic" not in data)
+        return data is None or "synthetic" in data.lower()
+
+    @property
+    def training_statement(self) -> str:
+        """One sentence on what the model was trained on."""
+        data = self.training_data
+        if data is None:
+            return "training data not stated in the model card"
+        if isinstance(data, str):
+            return data
+        kind = "synthetic phantom data only" if data.get("synthetic") else (
+            "partly synthetic data" if data.get("any_synthetic") else "non-synthetic data")
+        sets = ", ".join(f"{m.get('name', '?')} ({m.get('cases', '?')} cases)" for m in data.get("manifests", []))
+        return f"trained on {kind}" + (f": {sets}" if sets else "")
+
+
+def macs_group(probability: float | None) -> str | None:
+    if probability is None:
+        return None
+    return "severe" if probability > MACS_THRESHOLD else "mild"
+
+
+def disclaimer(model: ModelInfo) -> str:
+    use = f" Intended use: {model.intended_use}." if model.intended_use else ""
+    return f"{DISCLAIMER} Model {model.name} {model.version}: {model.training_statement}.{use}"
+
+
+def caption_disclaimer(model: ModelInfo) -> str:
+    return SYNTHETIC_CAPTION if model.synthetic else RESEARCH_CAPTION
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def build_report(
+    *,
+    case: str,
+    input_path: str,
+    input_geometry: dict,
+    macs_probability: float | None,
+    pvl_volume_ml: float | None,
+    lesions: list[dict],
+    localization_centres: list[dict] | None,
+    ventricle_volume_ml: float | None,
+    model: ModelInfo,
+    preprocessing: dict,
+    inference: dict,
+    thresholds: dict,
+    outputs: dict,
+    timings_s: dict,
+    warnings: list[str],
+) -> dict:
+    """The report as a JSON-ready dict (volumes in mL, positions in RAS mm)."""
+    return {
+        "case": case,
+        "input": {"path": input_path, "geometry": input_geometry},
+        "macs": {
+            "probability_severe": _round(macs_probability, 4),
+            "group": macs_group(macs_probability),
+            "threshold": MACS_THRESHOLD,
+            "groups": {"mild": "MACS I-II", "severe": "MACS III-V"},
+        },
+        "pvl": {
+            "volume_ml": _round(pvl_volume_ml),
+            "lesion_count": None if pvl_volume_ml is None else len(lesions),
+            "lesions": lesions,
+            "centres_from_localization": localization_centres,
+        },
+        "ventricles": {"volume_ml": _round(ventricle_volume_ml)},
+        "model": {
+            "name": model.name,
+            "version": model.version,
+            "sha256": model.sha256,
+            "file": model.file,
+            "registered": model.registered,
+            "tasks": model.tasks,
+            "grid": model.grid,
+            "training_data": model.training_data,
+            "intended_use": model.intended_use,
+            "metrics": model.metrics,
+        },
+        "thresholds": thresholds,
+        "preprocessing": preprocessing,
+        "inference": inference,
+        "outputs": outputs,
+        "timings_s": {key: round(float(value), 3) for key, value in timings_s.items()},
+        "warnings": warnings,
+        "engine": {"shmn_version": __version__},
+        "disclaimer": disclaimer(model),
+    }
+
+
+def summary_row(report: dict, seconds: float) -> dict:
+    return {
+        "case": report["case"],
+        "status": "ok",
+        "error": "",
+        "macs_group": report["macs"]["group"] or "",
+        "macs_probability_severe": _blank(report["macs"]["probability_severe"]),
+        "pvl_volume_ml": _blank(report["pvl"]["volume_ml"]),
+        "lesion_count": _blank(report["pvl"]["lesion_count"]),
+        "ventricle_volume_ml": _blank(report["ventricles"]["volume_ml"]),
+        "seconds": f"{seconds:.1f}",
+    }
+
+
+def failure_row(case: str, error: str, seconds: float) -> dict:
+    row = {column: "" for column in SUMMARY_COLUMNS}
+    row.update(case=case, status="failed", error=error, seconds=f"{seconds:.1f}")
+    return row
+
+
+def _blank(value) -> str:
+    return "" if value is None else str(value)
+
+
+def findings(report: dict, describe_group: bool = False) -> list[str]:
+    """The report's findings as short phrases (MACS group, PVL volume and count, ventricle volume)."""
+    macs = report["macs"]
+    pvl = report["pvl"]
+    parts = []
+    if macs["group"] is not None:
+        if describe_group:
+            parts.append(f"MACS: {macs['group']} ({macs['groups'][macs['group']]}, p(severe) = {macs['probability_severe']:.2f})")
+        else:
+            parts.append(f"MACS {macs['group']} (p(severe) {macs['probability_severe']:.2f})")
+    if pvl["volume_ml"] is not None:
+        parts.append(f"PVL {pvl['volume_ml']:.2f} mL in {pvl['lesion_count']} lesion(s)")
+    if report["ventricles"]["volume_ml"] is not None:
+        parts.append(f"ventricles {report['ventricles']['volume_ml']:.1f} mL")
+    return parts
+
+
+def overview_caption(report: dict, model: ModelInfo) -> str:
+    parts = [report["case"], *findings(report, describe_group=True)]
+    return "  |  ".join(parts) + f"\nPVL red, ventricles blue. {model.name} {model.version}: {caption_disclaimer(model)}"

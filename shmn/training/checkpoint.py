@@ -1,0 +1,96 @@
+"""The run folder: where each file lives, the resumable training state, and the metrics log.
+
+RUN_DIR/
+  config.json            the resolved TrainConfig (a resumed run must match it)
+  run.json               manifests, splits, device, precision, cache statistics
+  checkpoint.pt          training state after the last completed epoch (the commit point of an epoch)
+  model-last.safetensors model after the last completed epoch (shmn.network.model_file, with its card)
+  model-best.safetensors model of the best validation epoch
+  metrics.jsonl          one JSON object per completed epoch
+  curves.png             training curves
+  cache/                 preprocessed cases (unless --cache names another folder)
+
+checkpoint.pt holds only tensors, numbers, strings, lists and dicts: it is read with
+``torch.load(weights_only=True)`` (no pickle). It is written atomically after the epoch's model
+files and before the metrics log, so a kill at any moment leaves a consistent last epoch: resume
+starts after the epoch it records and rewrites the log from its own history.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from shmn.io.atomic import atomic_path, write_text
+from shmn.errors import ShmnError
+
+STATE_FORMAT = "shmn-train-state/1"
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "checkpoint.pt"
+
+    @property
+    def last_model(self) -> Path:
+        return self.root / "model-last.safetensors"
+
+    @property
+    def best_model(self) -> Path:
+        return self.root / "model-best.safetensors"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def curves(self) -> Path:
+        return self.root / "curves.png"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    def has_run(self) -> bool:
+        return any(p.exists() for p in (self.config, self.state, self.metrics))
+
+
+def save_state(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"format": STATE_FORMAT, **state}, tmp)
+
+
+def load_state(path: Path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for damaged or foreign files
+        raise ShmnError(f"{path}: cannot read the training checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise ShmnError(f"{path}: not an SHMN training checkpoint (format {STATE_FORMAT} expected)")
+    return state
+
+
+def write_metrics_log(path: Path, history: list[dict]) -> None:
+    """The whole log, rewritten atomically (readers that tail it see whole lines only)."""
+    write_text(path, "".join(json.dumps(record, allow_nan=True) + "\n" for record in history))
+
+
+def read_metrics_log(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -1,0 +1,201 @@
+"""Evaluation: ``evaluate(model, manifests, split)`` -> per-case and summary metrics (also `shmn evaluate`).
+
+Each case of the split goes through the same path as `shmn predict` (shmn.inference.predict.load_predictor,
+shmn.preprocessing.preprocess.preprocess with the model card's parameters, shmn.inference.engine.run_inference); the
+probabilities are brought back onto the case's NATIVE voxel grid (linear interpolation, then 0.5)
+and compared there with the manifest's masks, so the numbers describe what a user gets. Metrics
+(shmn.measures.metrics): PVL Dice, HD95 (mm), lesion-wise F1, absolute volume difference (%), volumes (mL);
+ventricle Dice; MACS accuracy, F1, AUC and ECE over the split. A metric is skipped for a case that
+lacks its label or a model that lacks the task.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from shmn.training.checkpoint import RunFiles
+from shmn.training.data import Sample, load_manifests, split_samples
+from shmn.errors import ShmnError
+from shmn.io.manifest import Manifest
+from shmn.measures.metrics import abs_volume_difference_percent, dice, hd95, lesion_f1, macs_metrics, volume_ml
+from shmn.io.volume_io import read_volume, same_geometry
+
+THRESHOLD = 0.5
+# (key in a case's metrics, label in the table); the summary gives mean, sd, median and n of each.
+CASE_METRICS = (
+    ("pvl_dice", "PVL Dice"),
+    ("pvl_hd95_mm", "PVL HD95 (mm)"),
+    ("pvl_lesion_f1", "PVL lesion-wise F1"),
+    ("pvl_avd_percent", "PVL abs. volume difference (%)"),
+    ("ventricle_dice", "Ventricle Dice"),
+)
+MACS_METRICS = (("accuracy", "MACS accuracy"), ("f1", "MACS F1 (severe)"), ("auc", "MACS AUC"), ("ece", "MACS ECE"))
+
+
+def resolve_model(model: str | Path) -> str | Path:
+    """A run folder means its best model (else its last); anything else goes to the model registry/path resolver."""
+    path = Path(model)
+    if path.is_dir():
+        files = RunFiles(path)
+        for candidate in (files.best_model, files.last_model):
+            if candidate.exists():
+                return candidate
+        raise ShmnError(f"{path}: run folder holds no model yet (model-best.safetensors); train it first")
+    return model
+
+
+def _native_mask(probability: np.ndarray | None, case, native: sitk.Image) -> np.ndarray | None:
+    """The same mapping and threshold as `shmn predict` (so evaluation scores what users get)."""
+    from shmn.inference.predict import native_probability
+
+    if probability is None:
+        return None
+    return sitk.GetArrayFromImage(native_probability(probability, case, native)) >= THRESHOLD
+
+
+def _label_on(native: sitk.Image, path: Path) -> np.ndarray:
+    label = read_volume(path, check_values=False)
+    if not same_geometry(label, native):
+        # Masks should share the image's grid; if not, bring them there through physical space.
+        label = sitk.Resample(label, native, sitk.Transform(), sitk.sitkNearestNeighbor, 0, label.GetPixelID())
+    return sitk.GetArrayFromImage(label) > 0
+
+
+def score_case(spacing_zyx: Sequence[float], pvl: tuple | None = None, ventricles: tuple | None = None) -> dict:
+    """Segmentation metrics of one case; ``pvl``/``ventricles`` are (predicted, reference) mask pairs."""
+    scores: dict = {}
+    if pvl is not None:
+        predicted, reference = pvl
+        detection = lesion_f1(predicted, reference)
+        scores.update(
+            pvl_dice=dice(predicted, reference),
+            pvl_hd95_mm=hd95(predicted, reference, spacing_zyx),
+            pvl_lesion_f1=detection.f1,
+            pvl_lesions_true=detection.n_true,
+            pvl_lesions_predicted=detection.n_pred,
+            pvl_avd_percent=abs_volume_difference_percent(predicted, reference),
+            pvl_volume_ml=volume_ml(predicted, spacing_zyx),
+            pvl_volume_true_ml=volume_ml(reference, spacing_zyx),
+        )
+    if ventricles is not None:
+        predicted, reference = ventricles
+        scores.update(
+            ventricle_dice=dice(predicted, reference),
+            ventricle_volume_ml=volume_ml(predicted, spacing_zyx),
+            ventricle_volume_true_ml=volume_ml(reference, spacing_zyx),
+        )
+    return scores
+
+
+def _statistics(values: list[float]) -> dict:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    out = {"n": len(values), "infinite": len(values) - len(finite)}
+    if finite:
+        out.update(mean=float(np.mean(finite)), sd=float(np.std(finite)), median=float(np.median(finite)))
+    return out
+
+
+def summarise(cases: list[dict]) -> dict:
+    """Mean/sd/median/n per case metric (infinite values counted, not averaged) and the MACS metrics."""
+    summary = {}
+    for key, _label in CASE_METRICS:
+        values = [c["metrics"][key] for c in cases if key in c["metrics"]]
+        if values:
+            summary[key] = _statistics(values)
+    pairs = [(c["macs_probability"], c["macs_true"]) for c in cases if c.get("macs_true") is not None and c.get("macs_probability") is not None]
+    if pairs:
+        scores = macs_metrics([p for p, _ in pairs], [y for _, y in pairs])
+        summary["macs"] = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in scores.items()}
+    return summary
+
+
+def markdown_table(summary: dict) -> str:
+    rows = ["| metric | mean ± sd | median | n |", "|---|---|---|---|"]
+    for key, label in CASE_METRICS:
+        stats = summary.get(key)
+        if not stats:
+            continue
+        mean = f"{stats['mean']:.3f} ± {stats['sd']:.3f}" if "mean" in stats else "—"
+        median = f"{stats['median']:.3f}" if "median" in stats else "—"
+        note = f" ({stats['infinite']} infinite)" if stats["infinite"] else ""
+        rows.append(f"| {label} | {mean} | {median} | {stats['n']}{note} |")
+    macs = summary.get("macs")
+    if macs:
+        for key, label in MACS_METRICS:
+            value = macs.get(key)
+            rows.append(f"| {label} | {'—' if value is None else f'{value:.3f}'} | | {macs['n']} |")
+    return "\n".join(rows)
+
+
+def evaluate_sample(predictor, sample: Sample, device: str) -> dict:
+    from shmn.inference.engine import InferenceOptions, run_inference
+    from shmn.preprocessing.preprocess import preprocess
+
+    tick = time.perf_counter()
+    native = read_volume(sample.image)
+    case = preprocess(native, replace(predictor.preprocess, register=True))
+    result = run_inference(predictor.network, case.image, InferenceOptions(device=device))
+    spacing_zyx = native.GetSpacing()[::-1]
+    pvl = _native_mask(result.pvl_probability, case, native)
+    ventricles = _native_mask(result.ventricle_probability, case, native)
+    scores = score_case(
+        spacing_zyx,
+        pvl=(pvl, _label_on(native, sample.pvl)) if pvl is not None and sample.pvl is not None else None,
+        ventricles=(ventricles, _label_on(native, sample.ventricles)) if ventricles is not None and sample.ventricles is not None else None,
+    )
+    return {
+        "id": sample.id,
+        "source": sample.source,
+        "metrics": scores,
+        "macs_probability": result.macs_probability,
+        "macs_true": sample.macs,
+        "registration_ok": bool(case.quality.get("ok", True)),
+        "seconds": round(time.perf_counter() - tick, 3),
+    }
+
+
+def evaluate(
+    model: str | Path,
+    manifests: Sequence[str | Path | Manifest],
+    split: str = "test",
+    device: str = "auto",
+    progress: bool = True,
+) -> dict:
+    """Metrics of ``model`` (run folder, model file or registry name) on the ``split`` cases."""
+    from tqdm.auto import tqdm
+
+    from shmn.inference.predict import load_predictor
+
+    manifests = load_manifests(manifests)
+    samples = split_samples(manifests, split)
+    if not samples:
+        raise ShmnError(f"--split {split}: the manifests have no case in this split")
+    model_path = resolve_model(model)
+    predictor = load_predictor(model_path)
+    cases = [evaluate_sample(predictor, s, device) for s in tqdm(samples, desc=f"evaluating {split}", unit="case", disable=not progress)]
+    return {
+        "model": {"name": predictor.info.name, "version": predictor.info.version, "sha256": predictor.info.sha256,
+                  "file": predictor.info.file, "tasks": predictor.info.tasks},
+        "split": split,
+        "compared_on": "native grid (each case's own voxels; predictions brought back through the registration)",
+        "threshold": THRESHOLD,
+        "manifests": [str(m.path) for m in manifests],
+        "summary": summarise(cases),
+        "cases": [_finite_or_none(c) for c in cases],
+    }
+
+
+def _finite_or_none(value):
+    """Strict JSON: an infinite HD95 or volume difference (one mask empty) is written as null."""
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
