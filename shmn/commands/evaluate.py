@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from shmn.contract import evaluation_file_name
 from shmn.io.manifest import SPLITS
 
 
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from shmn.training.evaluate import evaluate, markdown_table
 
     results = evaluate(args.model, args.data, split=args.split, device=args.device, progress=not args.quiet)
-    output = args.output or (Path(args.model) / f"evaluation-{args.split}.json" if Path(args.model).is_dir() else None)
+    output = args.output or (Path(args.model) / evaluation_file_name(args.split) if Path(args.model).is_dir() else None)
     print(f"{results['model']['name']} {results['model']['version']} on {len(results['cases'])} {args.split} cases "
           f"(compared on the native grid)\n")
     print(markdown_table(results["summary"]))

@@ -14,6 +14,8 @@ import SimpleITK as sitk
 
 from shmn.io.atomic import ensure_writable_dir, write_text
 from shmn.errors import ShmnError
+from shmn.progress import progress_bar
+from shmn.contract import SUMMARY_CSV_FILE
 from shmn.inference.engine import select_device
 from shmn.inference.predict import CASE_STAGES, PredictOptions, Predictor, load_predictor, predict_case
 from shmn.reporting.report import SUMMARY_COLUMNS, failure_row, summary_row
@@ -58,16 +60,14 @@ def expand_inputs(inputs: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 class _StageBar:
-    """A tqdm bar over CASE_STAGES that appears after the first stage (reading) succeeded."""
+    """A bar (or SHMN-PROGRESS lines, shmn.progress) over CASE_STAGES that appears after the first stage (reading) succeeded."""
 
     def __init__(self, case: str):
         self.case, self.bar = case, None
 
     def __call__(self, stage: str) -> None:
-        from tqdm import tqdm
-
         if self.bar is None:
-            self.bar = tqdm(total=len(CASE_STAGES), desc=self.case, unit="step", dynamic_ncols=True)
+            self.bar = progress_bar(total=len(CASE_STAGES), desc=self.case, unit="step")
         self.bar.set_postfix_str(stage)
         self.bar.update(1)
 
@@ -106,8 +106,6 @@ def predict_many(
 
     Writes OUT/summary.csv (one row per input) when there is more than one input or a case succeeded.
     """
-    from tqdm import tqdm
-
     paths = expand_inputs(inputs)
     if not paths:
         raise ShmnError("no input images given")
@@ -117,7 +115,7 @@ def predict_many(
     ensure_writable_dir(out_dir)
     outcomes: list[CaseOutcome] = []
     seen: dict[str, Path] = {}
-    for path in tqdm(paths, desc="shmn predict", unit="case", disable=not progress or len(paths) == 1, dynamic_ncols=True):
+    for path in progress_bar(paths, desc="shmn predict", unit="case", enabled=progress and len(paths) > 1):
         start = time.perf_counter()
         case = case_name(path)
         try:
@@ -140,5 +138,5 @@ def predict_many(
         if outcomes[-1].status == "failed" and on_failure is not None:
             on_failure(outcomes[-1])
     if len(outcomes) > 1 or any(o.status == "ok" for o in outcomes):
-        write_summary(out_dir / "summary.csv", outcomes)
+        write_summary(out_dir / SUMMARY_CSV_FILE, outcomes)
     return outcomes

@@ -27,6 +27,7 @@ from shmn.inference.engine import InferenceOptions, run_inference
 from shmn.measures.lesions import density_peaks, lesion_centres
 from shmn.io.digest import sha256_of
 from shmn.network.model import SHMN
+from shmn import contract
 from shmn.network.model_file import load_model
 from shmn.reporting.overview import render_overview
 from shmn.preprocessing.preprocess import GRIDS, GridSpec, PreprocessConfig, PreprocessedCase, preprocess, to_native
@@ -37,11 +38,11 @@ from shmn.io.segfile import write_segmentation
 from shmn.io.volume_io import case_name, geometry, index_to_ras, read_volume
 
 OUTPUT_FILES = {
-    "pvl": "pvl.nii.gz",
-    "ventricles": "ventricles.nii.gz",
-    "segmentation": "segmentation.seg.nrrd",
-    "report": "report.json",
-    "overview": "overview.png",
+    "pvl": contract.PVL_FILE,
+    "ventricles": contract.VENTRICLES_FILE,
+    "segmentation": contract.SEGMENTATION_FILE,
+    "report": contract.REPORT_FILE,
+    "overview": contract.OVERVIEW_FILE,
 }
 # Written with --probabilities: what the masks were thresholded from (e.g. pseudo-label confidence).
 PROBABILITY_FILES = {"pvl": "pvl_probability.nii.gz", "ventricles": "ventricles_probability.nii.gz"}

@@ -32,13 +32,13 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from shmn.contract import MACS_GROUPS
 from shmn.io.atomic import write_json
 from shmn.errors import ShmnError
 
 FORMAT = "shmn-manifest/1"
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "val", "test")
-MACS_GROUPS = ("mild", "severe")
 LABEL_KEYS = ("pvl", "ventricles", "macs")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 

@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from shmn.contract import CARD_FIELDS, WEIGHTS_SUFFIX  # noqa: F401 - CARD_FIELDS: what a registry entry copies from a card
 from shmn.io.atomic import write_json
 from shmn.io.digest import sha256_of  # noqa: F401 - part of this module's API
 from shmn.errors import ShmnError
@@ -31,9 +32,6 @@ from shmn.errors import ShmnError
 RESOURCES_ENV = "SHMN_RESOURCES"
 USER_REGISTRY_ENV = "SHMN_MODEL_REGISTRY"
 REGISTRY_FILE = "models.json"
-WEIGHTS_SUFFIX = ".safetensors"
-# Model-card keys worth copying into a registry entry (what a model selector shows without loading weights).
-CARD_FIELDS = ("preset", "grid", "tasks", "training_data", "metrics", "intended_use")
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
 
 

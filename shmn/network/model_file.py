@@ -2,7 +2,7 @@
 
 The card (metadata key "shmn") describes the model: "network" (``asdict(NetworkConfig)``, always
 present) and whatever the trainer adds (grid, preprocessing, tasks, name, version, training data,
-metrics). ``read_card`` reads only the header, so a registry can list models without loading weights.
+metrics). ``read_card`` (shmn.io.model_card) reads only the header, so a registry can list models without loading weights.
 """
 
 from __future__ import annotations
@@ -13,16 +13,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from shmn.contract import CARD_KEY, MODEL_FORMAT as FORMAT
 from shmn.io.atomic import atomic_path
+from shmn.io.model_card import read_card  # noqa: F401 - the one card reader, part of this module's API
 from shmn.io.digest import sha256_of
 from shmn.errors import ShmnError
 from shmn.network.model import SHMN, NetworkConfig
-
-CARD_KEY = "shmn"
-FORMAT = "shmn-model/1"
 
 
 def save_model(path: str | os.PathLike, model: SHMN, card: dict) -> str:
@@ -53,26 +52,6 @@ def save_model(path: str | os.PathLike, model: SHMN, card: dict) -> str:
 def _check_exists(path: Path) -> None:
     if not path.is_file():
         raise ShmnError(f"{path}: model file not found; check the path or the model registry")
-
-
-def read_card(path: str | os.PathLike) -> dict:
-    """The card of a model file, from its header only (no weights are read)."""
-    path = Path(path)
-    _check_exists(path)
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ShmnError(f"{path}: not a safetensors model file ({exc})") from None
-    if CARD_KEY not in metadata:
-        raise ShmnError(f"{path}: safetensors file without an SHMN model card; it was not written by shmn")
-    try:
-        card = json.loads(metadata[CARD_KEY])
-    except json.JSONDecodeError as exc:
-        raise ShmnError(f"{path}: model card is not valid JSON ({exc})") from None
-    if not isinstance(card, dict) or "network" not in card:
-        raise ShmnError(f"{path}: model card has no 'network' entry; the file is incomplete")
-    return card
 
 
 def _network_config(network: object, path: str | os.PathLike) -> NetworkConfig:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from shmn import contract
 from shmn.io.atomic import atomic_path, write_text
 from shmn.errors import ShmnError
 
@@ -36,31 +37,31 @@ class RunFiles:
 
     @property
     def config(self) -> Path:
-        return self.root / "config.json"
+        return self.root / contract.CONFIG_FILE
 
     @property
     def run(self) -> Path:
-        return self.root / "run.json"
+        return self.root / contract.RUN_FILE
 
     @property
     def state(self) -> Path:
-        return self.root / "checkpoint.pt"
+        return self.root / contract.CHECKPOINT_FILE
 
     @property
     def last_model(self) -> Path:
-        return self.root / "model-last.safetensors"
+        return self.root / contract.LAST_MODEL_FILE
 
     @property
     def best_model(self) -> Path:
-        return self.root / "model-best.safetensors"
+        return self.root / contract.BEST_MODEL_FILE
 
     @property
     def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
+        return self.root / contract.METRICS_FILE
 
     @property
     def curves(self) -> Path:
-        return self.root / "curves.png"
+        return self.root / contract.CURVES_FILE
 
     @property
     def cache(self) -> Path:

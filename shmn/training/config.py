@@ -22,6 +22,7 @@ import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from shmn.contract import DEVICES
 from shmn.errors import ShmnError
 from shmn.network.losses import LossConfig
 from shmn.network.model import NetworkConfig
@@ -46,7 +47,6 @@ RESOLUTION_PRESETS: dict[str, dict] = {
     "paper": {"grid": "paper", "base_filters": 32, "levels": 5, "macs_hidden": 64},
 }
 
-DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 # Fields that may change when a run is resumed: they do not change what is computed (precision
 # and device only change rounding; a resumed run reproduces the original only when they are kept).

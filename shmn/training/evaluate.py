@@ -169,9 +169,8 @@ def evaluate(
     progress: bool = True,
 ) -> dict:
     """Metrics of ``model`` (run folder, model file or registry name) on the ``split`` cases."""
-    from tqdm.auto import tqdm
-
     from shmn.inference.predict import load_predictor
+    from shmn.progress import progress_bar
 
     manifests = load_manifests(manifests)
     samples = split_samples(manifests, split)
@@ -179,7 +178,7 @@ def evaluate(
         raise ShmnError(f"--split {split}: the manifests have no case in this split")
     model_path = resolve_model(model)
     predictor = load_predictor(model_path)
-    cases = [evaluate_sample(predictor, s, device) for s in tqdm(samples, desc=f"evaluating {split}", unit="case", disable=not progress)]
+    cases = [evaluate_sample(predictor, s, device) for s in progress_bar(samples, desc=f"evaluating {split}", unit="case", enabled=progress)]
     return {
         "model": {"name": predictor.info.name, "version": predictor.info.version, "sha256": predictor.info.sha256,
                   "file": predictor.info.file, "tasks": predictor.info.tasks},

@@ -42,11 +42,9 @@ from shmn.network.losses import shmn_loss
 from shmn.io.manifest import Manifest
 from shmn.network.model import SHMN
 from shmn.network.model_file import save_model
-from shmn.training.validation import TERM_WEIGHT, validate
-
-EPOCH_PREFIX = "SHMN-EPOCH"
-# Which samples a loss term averages over (for per-epoch means): the label it needs.
-TERM_LABEL = {"macs": "has_macs", "pvl": "has_pvl", "localization": "has_pvl", "ventricles": "has_ventricles"}
+from shmn.training.validation import TERM_LABEL, TERM_WEIGHT, validate
+from shmn.contract import EPOCH_PREFIX, structured_line
+from shmn.progress import progress_bar
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -69,9 +67,7 @@ def seed_everything(seed: int) -> None:
 
 
 def _tqdm(enabled: bool):
-    from tqdm.auto import tqdm
-
-    return lambda iterable, **kw: tqdm(iterable, disable=not enabled, dynamic_ncols=True, file=sys.stderr, **kw)
+    return lambda iterable, **kw: progress_bar(iterable, enabled=enabled, file=sys.stderr, **kw)
 
 
 def train(
@@ -147,7 +143,9 @@ def _train_epoch(model, loader, optimizer, scaler, config: TrainConfig, epoch: i
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
     alpha = 0.0
-    for batch in bar(loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, unit="batch"):
+    # The epoch's progress as the run's share (epoch 3/10 half done: 25%), for a GUI's one bar.
+    run_share = lambda done, total: 100.0 * (epoch + (done / total if total else 0.0)) / config.epochs  # noqa: E731
+    for batch in bar(loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, unit="batch", share=run_share):
         batch = {k: v.to(ctx.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         with distributed.autocast(ctx.device, mode):
             outputs = model(batch["image"])
@@ -257,7 +255,7 @@ def _train(config, manifests, run_dir: Path, resume, progress, cache_dir, log, c
                                      "history": history, "best": best})
             write_metrics_log(files.metrics, history)
             plot_curves(history, files.curves, title=f"{config.model_name} ({config.preset}, {config.resolution})")
-            print(f"{EPOCH_PREFIX} {json.dumps(record, allow_nan=True)}", flush=True)
+            print(structured_line(EPOCH_PREFIX, record), flush=True)
 
     return {
         "run_dir": str(files.root),

@@ -19,6 +19,7 @@ from shmn.network.losses import LossConfig, shmn_loss
 from shmn.measures.metrics import dice, macs_metrics
 
 TERM_WEIGHT = {"macs": "lambda_macs", "pvl": "lambda_pvl", "localization": "lambda_localization", "ventricles": "lambda_ventricles"}
+# Which samples a loss term averages over (for per-epoch means): the label it needs.
 TERM_LABEL = {"macs": "has_macs", "pvl": "has_pvl", "localization": "has_pvl", "ventricles": "has_ventricles"}
 
 
