@@ -7,6 +7,7 @@ import importlib
 import sys
 
 from shmn import __version__
+from shmn.contract import ERROR_PREFIX
 from shmn.errors import ShmnError
 
 # Subcommand name -> module under shmn.commands. Imported lazily so `shmn phantom` never pays for torch.
@@ -17,6 +18,8 @@ COMMANDS = {
     "evaluate": "evaluate",
     "predict": "predict",
     "benchmark": "benchmark",
+    "dataset": "dataset",
+    "register": "register",
 }
 
 
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except ShmnError as exc:
-        print(f"shmn: error: {exc}", file=sys.stderr)
+        print(f"{ERROR_PREFIX} {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("shmn: interrupted", file=sys.stderr)

@@ -28,6 +28,9 @@ REPORT_FILE = "report.json"
 OVERVIEW_FILE = "overview.png"
 REPORT_HTML_FILE = "report.html"
 REPORT_PDF_FILE = "report.pdf"
+MASK_FILES = {"pvl": PVL_FILE, "ventricles": VENTRICLES_FILE}
+# Written with `shmn predict --probabilities`: what the masks were thresholded from (pseudo-label confidence).
+PROBABILITY_FILES = {"pvl": "pvl_probability.nii.gz", "ventricles": "ventricles_probability.nii.gz"}
 # ... and per batch, in OUT itself
 SUMMARY_CSV_FILE = "summary.csv"
 SUMMARY_HTML_FILE = "summary.html"

@@ -95,8 +95,10 @@ def fetchAnatomyCommand(engine: Engine) -> list[str]:
 
 
 def engineEnvironment(engine: Engine, base: dict | None = None) -> dict:
-    """The child's environment: the engine first on PYTHONPATH, unbuffered output so progress arrives live."""
+    """The child's environment: the engine first on PYTHONPATH, unbuffered output and progress as SHMN-PROGRESS lines."""
+    contract = importEngineModule(engine, "shmn.contract")
     env = dict(os.environ if base is None else base)
+    env[contract.PROGRESS_ENV] = contract.PROGRESS_LINES
     paths = [str(engine.root)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(engine.root)]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["PYTHONUNBUFFERED"] = "1"

@@ -24,11 +24,11 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 from .dependencies import anatomyMissing
 from .engine import Engine, engineEnvironment, fetchAnatomyCommand, findEngine, predictCommand
 from .parameters import SegmenterParameters, parameterNodeClass
-from .process import Progress, ProcessRunner, SubprocessRunner, parseProgress
+from .enginecontract import engineContract, parseProgress
+from .process import Progress, ProcessRunner, SubprocessRunner
 from .results import ImportedResults, importResults
 from .terminology import loadTerminology
 
-ERROR_PREFIX = "shmn: error:"  # how the engine's command line reports an error the user can fix
 LOG_TAIL_LINES = 8
 
 
@@ -56,9 +56,10 @@ def writeVolume(volumeNode, path: Path) -> Path:
 
 def failureMessage(lines: list[str], exitCode: int) -> str:
     """The engine's own one-line error if it gave one, else the end of its output."""
-    errors = [line for line in lines if line.startswith(ERROR_PREFIX)]
+    prefix = engineContract().ERROR_PREFIX  # how the engine's command line reports an error the user can fix
+    errors = [line for line in lines if line.startswith(prefix)]
     if errors:
-        return errors[-1][len(ERROR_PREFIX):].strip()
+        return errors[-1][len(prefix):].strip()
     tail = "\n".join(lines[-LOG_TAIL_LINES:])
     return f"the engine stopped with exit code {exitCode}" + (f":\n{tail}" if tail else "")
 

@@ -1,4 +1,4 @@
-"""Running the engine in its own process: output read live, progress parsed, Cancel kills the whole tree.
+"""Running the engine in its own process: output read live, Cancel kills the whole tree.
 
 The runner never blocks the caller: a reader thread collects the child's output lines, and the
 caller polls (``readLines()``, ``exitCode()``) from its own thread, which in Slicer is a QTimer on the
@@ -148,21 +148,11 @@ class SubprocessRunner:
 
 @dataclass(frozen=True)
 class Progress:
-    """One progress report of the engine: what it is doing and how far (0-100, None when unknown)."""
+    """One progress report of the engine: what it is doing and how far (0-100, None when unknown).
+
+    The engine sends it as an ``SHMN-PROGRESS {json}`` line (enginecontract.parseProgress reads it).
+    """
 
     stage: str
     percent: float | None
 
-
-# tqdm's default format: "<desc>: <pct>%|<bar>| <n>/<total> [<elapsed><<remaining>, <rate>]"
-TQDM_LINE = re.compile(r"^(?:(?P<desc>.*?):\s*)?(?P<percent>\d{1,3})%\|.*?\|\s*(?P<n>\d+)/(?P<total>\d+)")
-
-
-def parseProgress(line: str) -> Progress | None:
-    """The progress in one line of engine output, or None for an ordinary log line."""
-    match = TQDM_LINE.match(line.strip())
-    if not match:
-        return None
-    n, total = int(match["n"]), int(match["total"])
-    percent = 100.0 * n / total if total else float(match["percent"])
-    return Progress(stage=(match["desc"] or "").strip(), percent=percent)

@@ -15,9 +15,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-SEGMENTATION_FILE = "segmentation.seg.nrrd"
-REPORT_FILE = "report.json"
-OVERVIEW_FILE = "overview.png"
+from .enginecontract import engineContract  # the engine's file names (shmn.contract)
+
 LESION_COLOUR = (0.9, 0.2, 0.2)  # the PVL segment's colour (shmn.terminology.PVL_LESION)
 VENTRICLE_OPACITY_3D = 0.4  # see-through ventricles: the lesions around them stay visible in 3D
 TABLE_COLUMNS = ("Measurement", "Value", "Unit", "R (mm)", "A (mm)", "S (mm)")
@@ -29,7 +28,7 @@ class ResultsError(RuntimeError):
 
 
 def readReport(caseDir: Path) -> dict:
-    path = Path(caseDir) / REPORT_FILE
+    path = Path(caseDir) / engineContract().REPORT_FILE
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -139,7 +138,7 @@ def placeBeside(nodes: list, volumeNode) -> None:
 
 def importSegmentation(caseDir: Path, volumeNode, segmentationsLogic, name: str):
     """Load ``segmentation.seg.nrrd`` with Slicer's reader; show it in 2D and as a 3D surface."""
-    path = Path(caseDir) / SEGMENTATION_FILE
+    path = Path(caseDir) / engineContract().SEGMENTATION_FILE
     if not path.is_file():
         raise ResultsError(f"{path}: the engine wrote no segmentation file")
     segmentation = segmentationsLogic.LoadSegmentationFromFile(str(path), False, name)
@@ -208,7 +207,7 @@ class ImportedResults:
 
     @property
     def overview(self) -> Path:
-        return self.caseDir / OVERVIEW_FILE
+        return self.caseDir / engineContract().OVERVIEW_FILE
 
 
 def importResults(caseDir: Path, volumeNode, segmentationsLogic) -> ImportedResults:

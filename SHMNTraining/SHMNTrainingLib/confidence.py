@@ -5,7 +5,7 @@ itself: the lateral ventricles are two large connected bodies, and a mask whose 
 two largest 26-connected components ("coherence" near 1) is far more plausible than a scatter of
 specks. The registration check of the report is shown beside it (a failed registration puts the
 mask in the wrong place, however coherent). When a probability map is available on the image grid
-(``ventricles_probability.nii.gz``, see prediction.PROBABILITY_FILES) the figure is the mean
+(``ventricles_probability.nii.gz``, see shmn.contract.PROBABILITY_FILES) the figure is the mean
 max-probability inside the mask and the share of confident voxels (p < 0.1 or p > 0.9) around it.
 """
 

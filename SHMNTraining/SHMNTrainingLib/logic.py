@@ -19,15 +19,14 @@ from SHMNSegmenterLib.process import ProcessRunner, SubprocessRunner
 from . import casescene
 from .confidence import PseudoLabelConfidence, pseudoLabelConfidence
 from .curves import TrainingCurves
-from .dataset import CaseFilter, OpenedDataset, caseRows, openDataset
+from .dataset import CaseFilter, caseRows, openDataset
 from .edits import EditTracker
 from .engineaccess import shmn
 from .evaluation import evaluationTable
-from .labelfiles import SavedLabels, saveLabels
 from .modelregistry import ModelRegistration, registerRunModel
 from .parameters import TrainingParameters, parameterNodeClass
 from .prediction import PredictionOutput, startPrediction
-from .training import EVALUATION_SPLIT, TrainingRun, defaultRunFolder
+from .training import TrainingRun, defaultRunFolder, evaluationSplit
 
 PREVIEW_OPACITY = 0.5
 CACHE_SUBFOLDER = "preprocessed"  # under the engine's user cache: shared by every run of this user
@@ -62,7 +61,8 @@ class SHMNTrainingLogic(ScriptedLoadableModuleLogic):
         return Path(slicer.app.temporaryPath) / "SHMN"
 
     # --- dataset ----------------------------------------------------------------------------------
-    def openDataset(self, path) -> OpenedDataset:
+    def openDataset(self, path):
+        """shmn.io.dataset.OpenedDataset: the manifest, and whether it was just made for a folder of images."""
         self._requireNoUnsavedEdits(discardChanges=False)
         opened = openDataset(path)
         self.closeCase(discardChanges=True)
@@ -110,7 +110,7 @@ class SHMNTrainingLogic(ScriptedLoadableModuleLogic):
     def setMacs(self, group: str | None) -> None:
         if self.current is None:
             raise RuntimeError("load a case first")
-        if group not in (None, *shmn("io.manifest").MACS_GROUPS):
+        if group not in (None, *shmn("contract").MACS_GROUPS):
             raise ValueError(f"MACS group {group!r}: expected mild, severe or None")
         if group != self.current.macs:
             self.current.macs = group
@@ -126,8 +126,8 @@ class SHMNTrainingLogic(ScriptedLoadableModuleLogic):
         return [kind for kind in casescene.KINDS
                 if current.labelled[kind] or not casescene.segmentIsEmpty(current.segmentation, current.segmentIds[kind], current.volume)]
 
-    def saveCase(self, kinds: list[str] | None = None) -> SavedLabels:
-        """Write the loaded case's masks (on the image file's grid) and MACS group into the dataset."""
+    def saveCase(self, kinds: list[str] | None = None):
+        """Write the loaded case's masks (on the image file's grid) and MACS group into the dataset (shmn.io.labels)."""
         current = self.current
         if current is None:
             raise RuntimeError("load a case first")
@@ -135,7 +135,7 @@ class SHMNTrainingLogic(ScriptedLoadableModuleLogic):
         grid = casescene.fileGrid(current.imagePath)
         masks = {kind: casescene.exportSegmentToGrid(current.segmentation, current.segmentIds[kind], current.volume, grid)
                  for kind in kinds}
-        saved = saveLabels(current.datasetRoot, current.caseId, masks, macs=current.macs)
+        saved = shmn("io.labels").save_labels(current.datasetRoot, current.caseId, masks, macs=current.macs)
         for kind in kinds:
             current.labelled[kind] = True
         self.manifest = saved.manifest
@@ -205,7 +205,8 @@ class SHMNTrainingLogic(ScriptedLoadableModuleLogic):
     def defaultCacheFolder(self) -> Path:
         return shmn("io.anatomy", self.engine).cache_dir() / CACHE_SUBFOLDER
 
-    def hasSplit(self, datasets: list[str], split: str = EVALUATION_SPLIT) -> bool:
+    def hasSplit(self, datasets: list[str], split: str | None = None) -> bool:
+        split = split or evaluationSplit()
         manifest = shmn("io.manifest", self.engine)
         return any(manifest.load_manifest(path, check_files=False).split(split) for path in datasets)
 
@@ -224,7 +225,7 @@ class SHMNTrainingLogic(ScriptedLoadableModuleLogic):
             self.engine, params, runFolder, self.workRoot(), cacheFolder,
             evaluate=self.hasSplit(params.datasetList()),
             onEpoch=curves.addRecord,
-            onEvaluation=lambda results: evaluationTable(results, scene, f"{runFolder.name} evaluation ({EVALUATION_SPLIT})"),
+            onEvaluation=lambda results: evaluationTable(results, scene, f"{runFolder.name} evaluation ({evaluationSplit()})"),
             runnerFactory=self.runnerFactory, onLog=onLog, onProgress=onProgress,
         )
         run.curves = curves

@@ -22,10 +22,6 @@ from SHMNSegmenterLib.process import SubprocessRunner
 
 from .engineaccess import shmn
 
-MASK_FILES = {"pvl": "pvl.nii.gz", "ventricles": "ventricles.nii.gz"}
-# Not written by `shmn predict` today; read when present (see confidence.py and the module's report).
-PROBABILITY_FILES = {"pvl": "pvl_probability.nii.gz", "ventricles": "ventricles_probability.nii.gz"}
-REPORT_FILE = "report.json"
 
 
 @dataclass(frozen=True)
@@ -36,10 +32,10 @@ class PredictionOutput:
     report: dict
 
     def mask(self, kind: str) -> Path:
-        return self.caseDir / MASK_FILES[kind]
+        return self.caseDir / shmn("contract").MASK_FILES[kind]
 
     def probability(self, kind: str) -> Path | None:
-        path = self.caseDir / PROBABILITY_FILES[kind]
+        path = self.caseDir / shmn("contract").PROBABILITY_FILES[kind]
         return path if path.is_file() else None
 
     def hasTask(self, kind: str) -> bool:
@@ -54,10 +50,11 @@ class PredictionOutput:
 
 def readPredictionOutput(caseDir: Path) -> PredictionOutput:
     caseDir = Path(caseDir)
-    missing = [name for name in (*MASK_FILES.values(), REPORT_FILE) if not (caseDir / name).is_file()]
+    contract = shmn("contract")
+    missing = [name for name in (*contract.MASK_FILES.values(), contract.REPORT_FILE) if not (caseDir / name).is_file()]
     if missing:
         raise RuntimeError(f"{caseDir}: the engine's output lacks {', '.join(missing)}")
-    report = json.loads((caseDir / REPORT_FILE).read_text(encoding="utf-8"))
+    report = json.loads((caseDir / contract.REPORT_FILE).read_text(encoding="utf-8"))
     return PredictionOutput(caseDir, report)
 
 

@@ -5,7 +5,8 @@ in Slicer, ``wait()`` in tests. What the engine prints is sorted on the caller's
 
 - ``SHMN-EPOCH {json}`` (one per completed epoch, the metrics.jsonl record) -> ``onEpoch(record)``
   (the curves table and plot), plus a one-line summary in the log;
-- tqdm lines ("preprocessing", "epoch 3/30") -> overall progress, the epoch's share of the run;
+- ``SHMN-PROGRESS {json}`` ("preprocessing", "epoch 3/30": the engine gives an epoch's progress as
+  the run's share) -> overall progress;
 - anything else -> the log.
 
 Cancel kills the training's process tree. The engine commits an epoch atomically (checkpoint, model
@@ -16,7 +17,6 @@ last completed epoch, and the curves are first refilled from RUN_DIR/metrics.jso
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -27,13 +27,8 @@ from SHMNSegmenterLib.engine import Engine, engineEnvironment, fetchAnatomyComma
 from SHMNSegmenterLib.logic import JobState, SegmentationJob
 from SHMNSegmenterLib.process import Progress, SubprocessRunner
 
+from .engineaccess import shmn
 from .parameters import TrainingParameters
-
-EPOCH_PREFIX = "SHMN-EPOCH"  # shmn.training.train.EPOCH_PREFIX
-METRICS_LOG = "metrics.jsonl"
-MODEL_FILES = ("model-best.safetensors", "model-last.safetensors")  # shmn.training.checkpoint.RunFiles, best first
-EVALUATION_SPLIT = "test"
-EPOCH_STAGE = re.compile(r"^epoch (?P<epoch>\d+)/(?P<epochs>\d+)$")
 
 
 def _absolute(path) -> str:
@@ -52,49 +47,37 @@ def trainCommand(engine: Engine, params: TrainingParameters, runFolder: Path, ca
     return command
 
 
-def evaluationFile(runFolder: Path, split: str = EVALUATION_SPLIT) -> Path:
-    return Path(runFolder) / f"evaluation-{split}.json"
+def evaluationSplit() -> str:
+    """The held-out split evaluated after training (the engine's default, shmn.contract.EVALUATION_SPLIT)."""
+    return shmn("contract").EVALUATION_SPLIT
 
 
-def evaluateCommand(engine: Engine, runFolder: Path, datasets: list[str], device: str = "auto", split: str = EVALUATION_SPLIT) -> list[str]:
+def evaluationFile(runFolder: Path, split: str | None = None) -> Path:
+    return shmn("io.register_run").evaluation_file(runFolder, split or evaluationSplit())
+
+
+def evaluateCommand(engine: Engine, runFolder: Path, datasets: list[str], device: str = "auto", split: str | None = None) -> list[str]:
+    split = split or evaluationSplit()
     return [str(engine.python), "-m", "shmn", "evaluate", _absolute(runFolder), "--data", *map(_absolute, datasets),
             "--split", split, "--device", device, "-o", _absolute(evaluationFile(runFolder, split))]
 
 
 def parseEpochLine(line: str) -> dict | None:
     """The epoch record of an ``SHMN-EPOCH {json}`` line, else None."""
-    text = line.strip()
-    if not text.startswith(EPOCH_PREFIX + " "):
-        return None
-    try:
-        record = json.loads(text[len(EPOCH_PREFIX) + 1:])
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) and "epoch" in record else None
-
-
-def overallProgress(progress: Progress) -> Progress:
-    """An epoch's tqdm progress as the whole run's (epoch 3/10 at 50% -> 25%); other stages as they are."""
-    match = EPOCH_STAGE.match(progress.stage)
-    if not match or progress.percent is None:
-        return progress
-    epoch, epochs = int(match["epoch"]), int(match["epochs"])
-    return Progress(stage=progress.stage, percent=100.0 * (epoch - 1 + progress.percent / 100.0) / epochs)
+    return shmn("contract").read_epoch_line(line)
 
 
 def readMetricsLog(runFolder: Path) -> list[dict]:
     """Completed epochs of a run (metrics.jsonl; the engine rewrites it atomically, whole lines only)."""
-    path = Path(runFolder) / METRICS_LOG
+    path = Path(runFolder) / shmn("contract").METRICS_FILE
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def trainedModel(runFolder: Path) -> Path | None:
-    for name in MODEL_FILES:
-        if (Path(runFolder) / name).is_file():
-            return Path(runFolder) / name
-    return None
+    """model-best, else model-last; None before the first epoch ends."""
+    return shmn("io.register_run").trained_model(runFolder)
 
 
 def defaultRunFolder(params: TrainingParameters, now: float | None = None) -> Path:
@@ -177,7 +160,7 @@ class TrainingRun:
         self._onLog(line)
 
     def _progress(self, progress: Progress) -> None:
-        self._onProgress(overallProgress(progress) if self.phase == "train" else progress)
+        self._onProgress(progress)
 
     @property
     def finished(self) -> bool:
@@ -208,7 +191,7 @@ class TrainingRun:
             self.state, self.phase = JobState.SUCCEEDED, "done"
             return
         self.phase = "evaluate"
-        self._log(f"Evaluating {self.model.name} on the {EVALUATION_SPLIT} split")
+        self._log(f"Evaluating {self.model.name} on the {evaluationSplit()} split")
         command = evaluateCommand(self.engine, self.runFolder, self.params.datasetList(), self.params.device.value)
 
         def importer():

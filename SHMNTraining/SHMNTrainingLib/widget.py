@@ -261,7 +261,7 @@ class TrainingPanel(VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay("Could not save the labels.", waitCursor=True):
             saved = self.logic.saveCase()
             files = ", ".join(str(path.name) for path in saved.written.values()) or "no masks"
-            self.appendLog(f"Saved {saved.caseId}: {files}, MACS {saved.macs or 'not labelled'}; "
+            self.appendLog(f"Saved {saved.case_id}: {files}, MACS {saved.macs or 'not labelled'}; "
                            f"{len(saved.kept)} previous version(s) kept in labels/.history")
             self.refreshCaseTable()
             return True

@@ -496,11 +496,19 @@ def test_runner_delivers_output_lines_split_on_carriage_returns():
 # ---------------------------------------------------------------- progress, parameters, engine location
 
 
-def test_progress_is_read_from_tqdm_lines():
-    from SHMNSegmenterLib.process import Progress, parseProgress, splitOutput
+def test_progress_is_read_from_structured_lines_not_from_bars():
+    from SHMNSegmenterLib.enginecontract import parseProgress
+    from SHMNSegmenterLib.process import Progress, splitOutput
+    from shmn.contract import progress_record, structured_line
 
-    assert parseProgress("shmn predict:  50%|#####     | 1/2 [00:01<00:01,  1.2s/case]") == Progress("shmn predict", 50.0)
-    assert parseProgress(" 33%|███▎      | 1/3 [00:00<00:00]") == Progress("", 100 / 3)
+    line = structured_line("SHMN-PROGRESS", progress_record("case_1", 1, 2, step="preprocess"))
+    assert parseProgress(line) == Progress("case_1", 50.0)
+    assert parseProgress('SHMN-PROGRESS {"stage": "epoch 2/4", "done": 0, "total": 3, "percent": 25.0}') == Progress("epoch 2/4", 25.0)
+    assert parseProgress('SHMN-PROGRESS {"stage": "x", "done": 0, "total": null, "percent": null}') == Progress("x", None)
+    # A progress bar's text is an ordinary log line now, and so is a damaged structured line.
+    assert parseProgress("shmn predict:  50%|#####     | 1/2 [00:01<00:01,  1.2s/case]") is None
+    assert parseProgress("SHMN-PROGRESS {not json") is None
+    assert parseProgress('SHMN-PROGRESS {"stage": "x", "percent": "half"}') is None
     assert parseProgress("brain: MACS severe, PVL 1.2 mL in 2 lesion(s)") is None
     assert splitOutput("x:  0%| | 0/2\rx: 50%| | 1/2\rpartial") == (["x:  0%| | 0/2", "x: 50%| | 1/2"], "partial")
 

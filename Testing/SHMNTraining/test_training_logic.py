@@ -72,22 +72,13 @@ def test_plain_image_folder_becomes_a_dataset(tiny, logic):
     assert cases["case_rh"].pvl == "labels/pvl/case_rh.nii.gz" and cases["case_neg"].pvl is None
     assert cases["case_neg"].ventricles == "labels/ventricles/case_neg.nii.gz"
     assert all(c.macs is None for c in cases.values())
-    assert sorted(c.split for c in cases.values()) == ["test", "train", "train"]  # 20 % of 3 rounds to one test case
+    assert sorted(c.split for c in cases.values()) == ["test", "train", "val"]  # shmn.io.splits: each split gets a case from 3 on
     assert logic.openDataset(tiny).created is False  # the second time the manifest is read, not rewritten
 
     empty = tiny.parent / "empty"
     empty.mkdir()
     with pytest.raises(ShmnError, match="no images found"):
         logic.openDataset(empty)
-
-
-def test_splits_are_seeded_70_10_20():
-    from SHMNTrainingLib.dataset import assignSplits
-
-    ids = [f"c{i:02d}" for i in range(20)]
-    splits = assignSplits(ids)
-    assert [list(splits.values()).count(s) for s in ("train", "val", "test")] == [14, 2, 4]
-    assert assignSplits(list(reversed(ids))) == splits
 
 
 def test_case_table_and_missing_label_filter(tiny, logic):

@@ -14,7 +14,8 @@ from scipy import ndimage
 from shmn.cli import main
 from shmn.io.manifest import SPLITS, label_status, load_manifest
 from shmn.synthesis import EXPECTED_RANGES, CohortConfig, generate_cohort
-from shmn.synthesis.cohort import assign_splits, macs_groups
+from shmn.io.splits import assign_splits
+from shmn.synthesis.cohort import macs_groups
 from shmn.io.volume_io import read_volume, same_geometry
 
 SMALL = CohortConfig(seed=7, n_pvl=6, n_macs=9, n_ventricle_labels=3, size="small")  # the conftest cohort

@@ -45,7 +45,7 @@ OUTPUT_FILES = {
     "overview": contract.OVERVIEW_FILE,
 }
 # Written with --probabilities: what the masks were thresholded from (e.g. pseudo-label confidence).
-PROBABILITY_FILES = {"pvl": "pvl_probability.nii.gz", "ventricles": "ventricles_probability.nii.gz"}
+PROBABILITY_FILES = contract.PROBABILITY_FILES
 
 
 @dataclass(frozen=True)

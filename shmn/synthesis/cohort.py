@@ -28,14 +28,15 @@ from tqdm import tqdm
 from shmn.io.anatomy import load_anatomy
 from shmn.io.atomic import atomic_dir, write_json
 from shmn.errors import ShmnError
+from shmn.io.labels import label_path
 from shmn.io.manifest import Case, Manifest
+from shmn.io.splits import assign_splits
 from shmn.synthesis.acquisition import SIZES
 from shmn.synthesis.atlas import build_reference
 from shmn.synthesis.montage import MontageCase, render_montage
 from shmn.synthesis.parallel import build_cases
 from shmn.io.volume_io import read_volume
 
-SPLIT_FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}
 COHORT_FORMAT = "shmn-phantom-cohort/1"
 # Every case of a small or paper cohort falls in these (the tests check small cohorts; the paper
 # cohort of seed 0 measured lesions 0.3-24 mL, ventricles 16-93 mL).
@@ -81,24 +82,6 @@ class CohortConfig:
 def case_ids(dataset: str, n: int) -> list[str]:
     width = max(3, len(str(n - 1)))
     return [f"{dataset}_{i:0{width}d}" for i in range(n)]
-
-
-def assign_splits(strata: list[str], rng: np.random.Generator) -> list[str]:
-    """70/10/20 splits, stratified: each stratum's shuffled members are spread over [0, 1] and the
-    cases, sorted by that position, are cut into train, val, test by the overall counts."""
-    n = len(strata)
-    n_val, n_test = round(n * SPLIT_FRACTIONS["val"]), round(n * SPLIT_FRACTIONS["test"])
-    if n >= 3:  # every split gets a case once there are enough
-        n_val, n_test = max(1, n_val), max(1, n_test)
-    position = np.zeros(n)
-    for stratum in sorted(set(strata)):
-        members = [i for i, s in enumerate(strata) if s == stratum]
-        for rank, i in enumerate(rng.permutation(members)):
-            position[i] = (rank + rng.uniform(0.25, 0.75)) / len(members)
-    splits = [""] * n
-    for rank, i in enumerate(np.argsort(position, kind="stable")):
-        splits[i] = "train" if rank < n - n_val - n_test else ("val" if rank < n - n_test else "test")
-    return splits
 
 
 def macs_groups(burdens: list[float], flip_draws: list[float], config: CohortConfig) -> tuple[float, list[str], list[str]]:
@@ -196,8 +179,9 @@ def _label_and_split(tmp: Path, records: list[dict], flips: dict[str, float], co
         r["ventricle_labelled"] = r["id"] in labelled
         if r["id"] in labelled:
             source = tmp / "macs" / "groundtruth" / "ventricles" / f"{r['id']}.nii.gz"
-            (tmp / "macs" / "labels" / "ventricles").mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, tmp / "macs" / "labels" / "ventricles" / f"{r['id']}.nii.gz")
+            target = tmp / "macs" / label_path("ventricles", r["id"])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
 
     _write_manifests(tmp, records, config)
     cohort = {
@@ -240,8 +224,8 @@ def _write_manifests(tmp: Path, records: list[dict], config: CohortConfig) -> No
         for r in (r for r in records if r["dataset"] == dataset):
             cases.append(Case(
                 id=r["id"], image=f"images/{r['id']}.nii.gz",
-                pvl=f"labels/pvl/{r['id']}.nii.gz" if dataset == "pvl" else None,
-                ventricles=f"labels/ventricles/{r['id']}.nii.gz" if r.get("ventricle_labelled") else None,
+                pvl=label_path("pvl", r["id"]) if dataset == "pvl" else None,
+                ventricles=label_path("ventricles", r["id"]) if r.get("ventricle_labelled") else None,
                 macs=r["macs_group"] if dataset == "macs" else None, split=r["split"],
             ))
         extra = {"phantom": {"seed": config.seed, "size": config.size, "statistics": "../cohort.json",
