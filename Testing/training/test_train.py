@@ -216,6 +216,32 @@ def test_run_folder_contents_and_refusal_to_overwrite(few, cache, tmp_path, caps
     with pytest.raises(ShmnError, match="different configuration.*loss.macs_epsilon"):
         train(apply_overrides(tiny("shmn4-star", epochs=3), {"loss": {"macs_epsilon": 0.3}}, "t"), few, run, resume=True, progress=False, cache_dir=cache)
     assert sorted((p.name, p.stat().st_mtime_ns) for p in run.iterdir()) == before
+    _register_finished_run(run, tmp_path / "registry" / "models.json", capsys)
+
+
+def _register_finished_run(run: Path, registry: Path, capsys) -> None:
+    """`shmn register` on the finished run: a copy of its best model, its sha256, its card in the entry."""
+    from shmn.io.digest import sha256_of
+    from shmn.io.registry import load_models, resolve_model
+
+    command = ["register", str(run), "--name", "tiny-run", "--version", "1.0.0", "--default", "--registry", str(registry)]
+    assert cli_main(command) == 0
+    assert "registered tiny-run@1.0.0 (default)" in capsys.readouterr().out
+    stored = registry.parent / "models" / "tiny-run-1.0.0.safetensors"
+    assert stored.read_bytes() == (run / "model-best.safetensors").read_bytes()
+    (entry,) = [m.entry for m in load_models([registry])]
+    assert entry["sha256"] == sha256_of(stored) and entry["file"] == "models/tiny-run-1.0.0.safetensors" and entry["default"]
+    assert entry["preset"] == "shmn4-star" and entry["grid"]["name"] == "tiny" and entry["run"] == str(run.resolve())
+    assert resolve_model("tiny-run@1.0.0", [registry]) == (stored, entry)
+    before = registry.read_bytes()
+    assert cli_main(command) == 2  # the same name@version again: refused, nothing replaced
+    assert "already registered" in capsys.readouterr().err and registry.read_bytes() == before
+    assert cli_main(["register", str(run), "--name", "tiny-run", "--version", "1.0", "--registry", str(registry)]) == 2
+    assert "not a semantic version" in capsys.readouterr().err
+    (run.parent / "untrained").mkdir()
+    assert cli_main(["register", str(run.parent / "untrained"), "--name", "x", "--version", "1.0.1", "--registry", str(registry)]) == 2
+    assert "no trained model yet" in capsys.readouterr().err
+    assert sorted(p.name for p in stored.parent.iterdir()) == ["tiny-run-1.0.0.safetensors"]  # no orphan copies
 
 
 def _weights(run: Path) -> dict[str, np.ndarray]:
