@@ -516,6 +516,9 @@ def test_progress_is_read_from_structured_lines_not_from_bars():
 def test_progress_reports_reach_the_caller_during_a_run(runs):
     stages = [p.stage for p in runs["positive"]["progress"]]
     assert stages and stages[0] in ("shmn predict", "fetch template")
+    # The engine's SHMN-PROGRESS lines over the case's stages: percents that only go up, to 100.
+    percents = [p.percent for p in runs["positive"]["progress"] if p.stage == "phantom_positive" and p.percent is not None]
+    assert len(percents) >= 3 and percents == sorted(percents) and percents[-1] == 100.0, runs["positive"]["progress"]
 
 
 def test_parameters_are_plain_typed_python():
