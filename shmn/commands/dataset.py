@@ -30,6 +30,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                             "a mask the manifest names but the folder lacks shows as MISSING FILE.")
     status.add_argument("folder", metavar="FOLDER", help="dataset folder (or its manifest.json)")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
+    for action in (init, status):  # `-q` after the action too, as every other command takes it
+        action.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no chatter")
     return parser
 
 
