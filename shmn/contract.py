@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional
 
 # --- one case's output folder (`shmn predict -o OUT` writes OUT/<case>/...) --------------------------
 PVL_FILE = "pvl.nii.gz"
@@ -79,7 +78,7 @@ def structured_line(prefix: str, record: dict) -> str:
     return f"{prefix} {json.dumps(record, allow_nan=True)}"
 
 
-def read_structured_line(line: str, prefix: str) -> Optional[dict]:
+def read_structured_line(line: str, prefix: str) -> dict | None:
     """The record of a ``<prefix> {json}`` line, else None (an ordinary log line, or a damaged one)."""
     text = line.strip()
     if not text.startswith(prefix + " "):
@@ -91,7 +90,7 @@ def read_structured_line(line: str, prefix: str) -> Optional[dict]:
     return record if isinstance(record, dict) else None
 
 
-def progress_record(stage: str, done: int, total: Optional[int], percent: Optional[float] = None, **extra) -> dict:
+def progress_record(stage: str, done: int, total: int | None, percent: float | None = None, **extra) -> dict:
     """An ``SHMN-PROGRESS`` record: the stage, steps done of total, and the percent of the whole job.
 
     ``percent`` defaults to done/total; a stage that is one part of a longer job (epoch 3 of 10)
@@ -104,7 +103,7 @@ def progress_record(stage: str, done: int, total: Optional[int], percent: Option
     return record
 
 
-def read_progress_line(line: str) -> Optional[dict]:
+def read_progress_line(line: str) -> dict | None:
     """The record of an ``SHMN-PROGRESS`` line (with a "stage" string), else None."""
     record = read_structured_line(line, PROGRESS_PREFIX)
     if record is None or not isinstance(record.get("stage"), str):
@@ -115,12 +114,12 @@ def read_progress_line(line: str) -> Optional[dict]:
     return record
 
 
-def read_epoch_line(line: str) -> Optional[dict]:
+def read_epoch_line(line: str) -> dict | None:
     """The epoch record of an ``SHMN-EPOCH`` line (with an "epoch"), else None."""
     record = read_structured_line(line, EPOCH_PREFIX)
     return record if record is not None and "epoch" in record else None
 
 
-def progress_lines_wanted(environ: Optional[dict] = None) -> bool:
+def progress_lines_wanted(environ: dict | None = None) -> bool:
     """True when the engine runs under a GUI that asked for SHMN-PROGRESS lines."""
     return (os.environ if environ is None else environ).get(PROGRESS_ENV, "") == PROGRESS_LINES

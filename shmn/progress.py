@@ -9,7 +9,7 @@ engine's loops do not care which one they got.
 from __future__ import annotations
 
 import sys
-from typing import Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
 
 from shmn.contract import PROGRESS_PREFIX, progress_lines_wanted, progress_record, structured_line
 
@@ -17,8 +17,8 @@ from shmn.contract import PROGRESS_PREFIX, progress_lines_wanted, progress_recor
 class ProgressLines:
     """tqdm's small API, printing one ``SHMN-PROGRESS`` line per update (first one at 0)."""
 
-    def __init__(self, iterable: Optional[Iterable] = None, desc: str = "", total: Optional[int] = None,
-                 share: Optional[Callable[[int, Optional[int]], Optional[float]]] = None, stream=None, **_tqdm_options):
+    def __init__(self, iterable: Iterable | None = None, desc: str = "", total: int | None = None,
+                 share: Callable[[int, int | None], float | None] | None = None, stream=None, **_tqdm_options):
         self.iterable, self.stage, self.n = iterable, desc, 0
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)
@@ -47,15 +47,15 @@ class ProgressLines:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "ProgressLines":
+    def __enter__(self) -> ProgressLines:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
 
-def progress_bar(iterable: Optional[Iterable] = None, *, enabled: bool = True,
-                 share: Optional[Callable[[int, Optional[int]], Optional[float]]] = None, **tqdm_options):
+def progress_bar(iterable: Iterable | None = None, *, enabled: bool = True,
+                 share: Callable[[int, int | None], float | None] | None = None, **tqdm_options):
     """A tqdm bar (``tqdm_options`` as tqdm takes them), or SHMN-PROGRESS lines when a GUI asked for them.
 
     ``share(done, total)``: the whole job's percent when this bar is one part of it (lines only).

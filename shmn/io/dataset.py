@@ -19,7 +19,6 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import List, Optional
 
 import numpy as np
 
@@ -42,7 +41,7 @@ def safe_case_id(name: str) -> str:
     return cleaned or "case"
 
 
-def image_files(folder: Path) -> List[Path]:
+def image_files(folder: Path) -> list[Path]:
     """The images a plain folder holds (``images/`` first), sorted by name; segmentations are not images."""
     folder = Path(folder)
     source = folder / IMAGES_FOLDER if (folder / IMAGES_FOLDER).is_dir() else folder
@@ -50,7 +49,7 @@ def image_files(folder: Path) -> List[Path]:
                   if p.is_file() and not p.name.startswith(".") and is_image_path(p) and not p.name.endswith(".seg.nrrd"))
 
 
-def _unique_ids(images: List[Path]) -> List[str]:
+def _unique_ids(images: list[Path]) -> list[str]:
     ids, used = [], set()
     for image in images:
         base = safe_case_id(case_name(image))
@@ -127,14 +126,14 @@ class CaseStatus:
     split: str
     pvl: bool
     ventricles: bool
-    macs: Optional[str]
+    macs: str | None
     missing: tuple = ()
 
     def has(self, label: str) -> bool:
         return getattr(self, label) not in (None, False)
 
 
-def case_status(manifest: Manifest) -> List[CaseStatus]:
+def case_status(manifest: Manifest) -> list[CaseStatus]:
     rows = []
     for case in manifest.cases:
         missing = tuple(kind for kind in LABEL_KINDS if case.has(kind) and not (manifest.root / getattr(case, kind)).is_file())

@@ -20,7 +20,6 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, List, Optional
 
 import SimpleITK as sitk
 
@@ -43,12 +42,12 @@ def label_path(kind: str, case_id: str) -> str:
     return f"{LABELS_FOLDER}/{kind}/{case_id}{LABEL_SUFFIX}"
 
 
-def existing_labels(root: Path, case_id: str) -> Dict[str, str]:
+def existing_labels(root: Path, case_id: str) -> dict[str, str]:
     """kind -> relative path of the masks already at their place for ``case_id``."""
     return {kind: label_path(kind, case_id) for kind in LABEL_KINDS if (Path(root) / label_path(kind, case_id)).is_file()}
 
 
-def utc_stamp(now: Optional[float] = None) -> str:
+def utc_stamp(now: float | None = None) -> str:
     """UTC time down to the microsecond: history files sort in the order they were saved."""
     moment = datetime.fromtimestamp(time.time() if now is None else now, tz=timezone.utc)
     return moment.strftime("%Y%m%dT%H%M%S.%fZ")
@@ -85,13 +84,13 @@ class SavedLabels:
     """What one save did (for the log and the tests)."""
 
     case_id: str
-    written: Dict[str, Path] = field(default_factory=dict)  # kind -> new mask file
-    kept: List[Path] = field(default_factory=list)  # previous versions copied to the history
-    macs: Optional[str] = None
+    written: dict[str, Path] = field(default_factory=dict)  # kind -> new mask file
+    kept: list[Path] = field(default_factory=list)  # previous versions copied to the history
+    macs: str | None = None
     manifest: object = None  # the manifest as saved (shmn.io.manifest.Manifest)
 
 
-def save_labels(dataset, case_id: str, masks: Dict[str, sitk.Image], macs=KEEP, now: Optional[float] = None) -> SavedLabels:
+def save_labels(dataset, case_id: str, masks: dict[str, sitk.Image], macs=KEEP, now: float | None = None) -> SavedLabels:
     """Write ``masks`` (kind -> mask on the image's grid) and the MACS group of one case (module docstring)."""
     unknown = set(masks) - set(LABEL_KINDS)
     if unknown:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Optional
 
 from shmn.contract import CARD_FIELDS, EVALUATION_SPLIT, MODEL_FILES, WEIGHTS_SUFFIX, evaluation_file_name
 from shmn.errors import ShmnError
@@ -24,7 +23,7 @@ from shmn.io.registry import read_registry, register_model, semver_key, user_reg
 MODELS_FOLDER = "models"
 
 
-def trained_model(run_dir) -> Optional[Path]:
+def trained_model(run_dir) -> Path | None:
     """The model a run is judged by: model-best, else model-last; None before the first epoch ends."""
     for name in MODEL_FILES:
         if (Path(run_dir) / name).is_file():
