@@ -14,10 +14,15 @@ from .engine import findEngine, importEngineModule
 from .process import Progress
 
 
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=None)
+def engineModule(name: str):
+    """``shmn.<name>`` (a light, torch-free engine module) from the engine this module runs."""
+    return importEngineModule(findEngine(), f"shmn.{name}")
+
+
 def engineContract():
     """The ``shmn.contract`` module of the engine this module runs."""
-    return importEngineModule(findEngine(), "shmn.contract")
+    return engineModule("contract")
 
 
 def parseProgress(line: str) -> Progress | None:

@@ -15,9 +15,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .enginecontract import engineContract  # the engine's file names (shmn.contract)
+from .enginecontract import engineContract, engineModule  # the engine's file names (shmn.contract)
 
-LESION_COLOUR = (0.9, 0.2, 0.2)  # the PVL segment's colour (shmn.terminology.PVL_LESION)
 VENTRICLE_OPACITY_3D = 0.4  # see-through ventricles: the lesions around them stay visible in 3D
 TABLE_COLUMNS = ("Measurement", "Value", "Unit", "R (mm)", "A (mm)", "S (mm)")
 REQUIRED_REPORT_KEYS = ("case", "macs", "pvl", "ventricles", "model", "disclaimer")
@@ -165,7 +164,7 @@ def importLesionCentres(report: dict, scene, name: str):
 
     centres = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
     centres.CreateDefaultDisplayNodes()
-    centres.GetDisplayNode().SetSelectedColor(*LESION_COLOUR)
+    centres.GetDisplayNode().SetSelectedColor(*engineModule("terminology").PVL_LESION.color)  # the PVL segment's colour
     for number, lesion in enumerate(report["pvl"].get("lesions") or [], start=1):
         index = centres.AddControlPoint(vtk.vtkVector3d(*[float(v) for v in lesion["centre_ras_mm"]]), f"L{number}")
         centres.SetNthControlPointDescription(index, f"PVL lesion {number}: {float(lesion['volume_ml']):.3f} mL")

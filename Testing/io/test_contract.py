@@ -18,7 +18,7 @@ from shmn.io.model_card import read_card
 REPO = Path(__file__).resolve().parents[2]
 LIBS = {"SHMNSegmenter": REPO / "SHMNSegmenter" / "SHMNSegmenterLib", "SHMNTraining": REPO / "SHMNTraining" / "SHMNTrainingLib"}
 # How the Slicer side names engine modules it imports in-process: shmn("io.x") and importEngineModule(engine, "shmn.x").
-ENGINE_IMPORT = re.compile(r'shmn\("([a-z_.]+)"|importEngineModule\(\s*\w+,\s*"shmn(?:\.([a-z_.]+))?"')
+ENGINE_IMPORT = re.compile(r'(?:shmn|engineModule)\("([a-z_.]+)"|importEngineModule\(\s*\w+,\s*"shmn(?:\.([a-z_.]+))?"')
 HEAVY = ("torch", "monai")
 
 
@@ -36,7 +36,7 @@ def test_slicer_process_imports_never_pull_in_torch_or_monai():
     """Every Lib module of both modules (the Qt widget files aside) and every engine module they import
     in-process, in a fresh interpreter under the Slicer harness: neither torch nor MONAI gets loaded."""
     engine_modules = _in_process_engine_modules()
-    assert {"shmn.contract", "shmn.io.dataset", "shmn.io.labels", "shmn.io.register_run", "shmn.io.registry"} <= set(engine_modules)
+    assert {"shmn.contract", "shmn.io.dataset", "shmn.io.labels", "shmn.io.register_run", "shmn.io.registry", "shmn.terminology"} <= set(engine_modules)
     lib_modules = [f"{module}Lib.{path.stem}" for module, lib in LIBS.items() for path in sorted(lib.glob("*.py"))
                    if path.stem not in ("widget",)]
     script = f"""
