@@ -18,6 +18,7 @@ import torch
 
 from shmn.contract import DEVICES
 from shmn.errors import ShmnError
+
 # Peak memory of a forward pass, bytes per input voxel per base filter (DESIGN section 7: 0.9 GB for
 # base 16 at 96x112x96 is ~55; 7.3 GB for base 32 at 192x224x192 is ~28). Rounded up for safety.
 BYTES_PER_VOXEL_PER_FILTER = 64
