@@ -34,7 +34,8 @@ from bench_preprocess import clinical_volume, truth_transform  # noqa: E402
 
 from shmn.io.anatomy import load_anatomy  # noqa: E402
 from shmn.errors import ShmnError  # noqa: E402
-from shmn.inference.engine import InferenceOptions, cpu_has_bf16, run_inference  # noqa: E402
+from shmn.devices import cpu_has_bf16  # noqa: E402
+from shmn.inference.engine import InferenceOptions, run_inference  # noqa: E402
 from shmn.inference.predict import PredictOptions, load_predictor, predict_case  # noqa: E402
 from shmn.preprocessing.preprocess import preprocess  # noqa: E402
 
