@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import Optional
 
 import torch
 
@@ -51,7 +50,7 @@ def cpu_has_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
-def precision(device: torch.device, amp: str = "auto", cpu_bf16: Optional[bool] = None) -> str:
+def precision(device: torch.device, amp: str = "auto", cpu_bf16: bool | None = None) -> str:
     """fp32 | bf16 | fp16 on ``device``: ``amp`` (auto | off | bf16 | fp16) forces a mode; ``auto``
     picks bf16 (else fp16) on a GPU and, on the CPU, bf16 when ``cpu_bf16`` (None: when the CPU has it)."""
     if amp not in AMP_MODES:

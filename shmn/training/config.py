@@ -39,7 +39,7 @@ TASK_PRESETS: dict[str, dict] = {
 }
 
 # Resolution presets: model grid (shmn.preprocessing.preprocess.GRIDS) and network width/depth. "fast" is what a
-# CPU can train (DESIGN section 7); "paper" is the paper's 1 mm grid (GPU); "tiny" is for tests.
+# CPU can train (docs/DESIGN.md section 7); "paper" is the paper's 1 mm grid (GPU); "tiny" is for tests.
 RESOLUTION_PRESETS: dict[str, dict] = {
     "tiny": {"grid": "tiny", "base_filters": 4, "levels": 4, "macs_hidden": 16},
     "fast": {"grid": "fast", "base_filters": 8, "levels": 5, "macs_hidden": 32},
@@ -76,7 +76,7 @@ class TrainConfig:
     num_workers: int = 0
     device: str = "auto"
     # "auto": bf16 autocast on a CUDA GPU with bf16 (else fp16 + GradScaler); on the CPU only with
-    # cpu_bf16 (a 2-3x speed-up on CPUs with bf16 instructions, DESIGN section 7; off by default so
+    # cpu_bf16 (a 2-3x speed-up on CPUs with bf16 instructions, docs/DESIGN.md section 7; off by default so
     # that tests compare exact fp32 numbers). "off", "bf16" or "fp16" force a mode.
     amp: str = "auto"
     cpu_bf16: bool = False
