@@ -97,12 +97,14 @@ def measure_one(preset: str, resolution: str, steps: int, batch_size: int, devic
 
 
 def main() -> int:
+    from shmn.training.config import DEVICES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resolution", default="fast", choices=("tiny", "fast", "paper"))
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=PRESETS)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--device", default="cpu", metavar="|".join(DEVICES) + "|cuda:N")
     parser.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on the CPU (fast on CPUs with bf16 instructions)")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure this preset in this process
