@@ -1,5 +1,6 @@
 # The two set-up commands: `make demo` (the main job, end to end) and `make test` (the suite).
 # Both create or reuse a local virtual environment in .venv and install what they need.
+# Also: `make test-fast` (the engine's unit tests, under a minute) and `make lint` (ruff, as CI runs it).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,10 +8,10 @@ PY := $(VENV)/bin/python
 SHMN := $(VENV)/bin/shmn
 STAMP := $(VENV)/.shmn-installed
 DEMO_DIR ?= demo-output
-# glibc otherwise maps and unmaps every large activation (25-44% of CPU time in the kernel, DESIGN section 7).
+# glibc otherwise maps and unmaps every large activation (25-44% of CPU time in the kernel, docs/DESIGN.md section 7).
 export GLIBC_TUNABLES ?= glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
 
-.PHONY: all install anatomy demo test clean
+.PHONY: all install anatomy demo test test-fast lint clean
 
 all: test
 
@@ -32,6 +33,15 @@ demo: anatomy
 
 test: anatomy
 	$(PY) -m pytest -q -n 2 --dist loadgroup Testing
+
+# The engine's unit tests: no Slicer, no phantom cohort, no end-to-end job (see Testing/conftest.py).
+# One process: two workers would each pay the imports again for a run this short.
+test-fast: anatomy
+	$(PY) -m pytest -q -p no:xdist -m "not slow" --ignore=Testing/SHMNSegmenter --ignore=Testing/SHMNTraining Testing
+
+# Rules and line length in pyproject.toml ([tool.ruff]); ruff is pinned in the `test` extra.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

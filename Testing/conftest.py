@@ -39,3 +39,26 @@ def paper_cohort(tmp_path_factory):
     root = tmp_path_factory.mktemp("paper_cohort") / "cohort"
     generate_cohort(root, CohortConfig(seed=11, n_pvl=2, n_macs=1, n_ventricle_labels=0, size="paper"), progress=False)
     return root
+
+
+# `make test-fast` runs `-m "not slow"`: the engine's unit tests. Besides the tests marked slow by
+# hand, these are slow by what they are, so new tests of these kinds join the full tier by themselves:
+# anything built on a phantom cohort, and the modules that run whole jobs (predict end to end on the
+# shipped model, registration of clinical-size volumes, cohort generation, multi-process training, the
+# ablation benchmark). The Slicer modules' tests are left out by folder (the Makefile's --ignore).
+END_TO_END_MODULES = (
+    "inference/test_predict.py",
+    "preprocessing/test_preprocess.py",
+    "synthesis/test_phantom.py",
+    "training/test_ddp.py",
+    "training/test_benchmark.py",
+)
+COHORT_FIXTURES = ("small_cohort", "paper_cohort")
+
+
+def pytest_collection_modifyitems(config, items):
+    testing = os.path.dirname(os.path.abspath(__file__))
+    for item in items:
+        module = os.path.relpath(str(item.path), testing).replace(os.sep, "/")
+        if module in END_TO_END_MODULES or any(name in COHORT_FIXTURES for name in getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -80,7 +80,7 @@ def phantom_case(small_cohort, tmp_path_factory) -> dict:
     """One PVL-labelled phantom case written twice: affine determinant > 0 and < 0 (LAS-like).
 
     Returns {"positive": FLAIR path, "negative": FLAIR path, "pvl": mask path (on the positive grid)}.
-    Slicer reverses K when it loads the negative one (DESIGN section 6): same physical image,
+    Slicer reverses K when it loads the negative one (docs/DESIGN.md section 6): same physical image,
     different array, which is exactly what the geometry tests must see through.
     """
     from shmn.io.manifest import load_manifest

@@ -1,7 +1,7 @@
 """A stand-in for the Qt half of 3D Slicer, so module code runs under pytest against the real MRML.
 
 The slicer-core wheel gives ``import slicer`` with Slicer's own MRML scene, node classes, storage
-nodes, module logics and ``slicer/util.py`` (DESIGN section 6). What it lacks is everything Slicer
+nodes, module logics and ``slicer/util.py`` (docs/DESIGN.md section 6). What it lacks is everything Slicer
 builds with Qt. This file stands in for exactly that, and for nothing else:
 
 - ``slicer.app`` (qSlicerCoreApplication): ``coreIOManager()`` (reading and writing files through
@@ -286,7 +286,7 @@ class SlicerHarness:
         try:
             for name, class_name in MODULE_LOGICS.items():
                 logic = getattr(slicer, class_name)()
-                # Order matters (DESIGN section 6): application logic first, then the scene.
+                # Order matters (docs/DESIGN.md section 6): application logic first, then the scene.
                 logic.SetMRMLApplicationLogic(self.application_logic)
                 logic.SetMRMLScene(self.scene)
                 self.application_logic.SetModuleLogic(name, logic)

@@ -34,9 +34,11 @@ from bench_preprocess import clinical_volume, truth_transform  # noqa: E402
 
 from shmn.io.anatomy import load_anatomy  # noqa: E402
 from shmn.errors import ShmnError  # noqa: E402
-from shmn.inference.engine import InferenceOptions, cpu_has_bf16, run_inference  # noqa: E402
+from shmn.devices import cpu_has_bf16  # noqa: E402
+from shmn.inference.engine import InferenceOptions, run_inference  # noqa: E402
 from shmn.inference.predict import PredictOptions, load_predictor, predict_case  # noqa: E402
 from shmn.preprocessing.preprocess import preprocess  # noqa: E402
+from shmn.training.config import DEVICES  # noqa: E402
 
 STEPS = ("read", "register", "resample", "n4", "inference", "postprocess", "write", "total")
 
@@ -110,7 +112,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="registered name or .safetensors path (default: the registry's default)")
     parser.add_argument("--input", default=None, help="a 3D volume to time instead of the built-in 1 mm volume")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--device", default="cpu", metavar="|".join(DEVICES) + "|cuda:N")
     parser.add_argument("--no-precision-comparison", action="store_true")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()

@@ -41,26 +41,26 @@ def measure_one(preset: str, resolution: str, steps: int, batch_size: int, devic
     import numpy as np
     import torch
 
-    from shmn.training import distributed
+    from shmn import devices
     from shmn.training.config import apply_overrides, preset_config
     from shmn.training.data import augmentation
     from shmn.network.losses import shmn_loss
     from shmn.network.model import SHMN, count_parameters
 
     config = apply_overrides(preset_config(preset, resolution), {"cpu_bf16": cpu_bf16, "device": device_name}, "bench")
-    device = distributed.resolve_device(config.device)
-    mode = distributed.precision(device, config.amp, config.cpu_bf16)
+    device = devices.resolve_device(config.device)
+    mode = devices.precision(device, config.amp, config.cpu_bf16)
     torch.manual_seed(0)
     model = SHMN(config.network).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    scaler = distributed.grad_scaler(device, mode)
+    scaler = devices.grad_scaler(device, mode)
     batch = {k: v.to(device) for k, v in synthetic_batch(config.grid_spec.shape_zyx, batch_size).items()}
     # Pseudo-labels active from the first step, so SHMN-4* pays for them as it does after t1.
     loss_cfg = replace(config.loss, t1=0.0, t2=1.0) if config.loss.pseudo_labels else config.loss
 
     def step() -> float:
         tick = time.perf_counter()
-        with distributed.autocast(device, mode):
+        with devices.autocast(device, mode):
             outputs = model(batch["image"])
         loss, _ = shmn_loss({k: v.float() for k, v in outputs.items()}, batch, loss_cfg, epoch=5)
         optimizer.zero_grad(set_to_none=True)
@@ -97,12 +97,14 @@ def measure_one(preset: str, resolution: str, steps: int, batch_size: int, devic
 
 
 def main() -> int:
+    from shmn.training.config import DEVICES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resolution", default="fast", choices=("tiny", "fast", "paper"))
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=PRESETS)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--device", default="cpu", metavar="|".join(DEVICES) + "|cuda:N")
     parser.add_argument("--cpu-bf16", action="store_true", help="bf16 autocast on the CPU (fast on CPUs with bf16 instructions)")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure this preset in this process

@@ -4,7 +4,7 @@ Builds a small phantom cohort (real MNI152 anatomy, synthetic PVL lesions, clini
 grids), runs `shmn predict` with the default (shipped) model on two of its cases, and prints where
 the outputs are with each case's MACS group and PVL lesion volume next to the phantom's own truth.
 
-    python -m shmn.demo --out demo-output [--model NAME|PATH] [--device auto|cpu|cuda]
+    python -m shmn.demo --out demo-output [--model NAME|PATH] [--device auto|cpu|cuda|cuda:N]
 """
 
 from __future__ import annotations
@@ -55,10 +55,12 @@ def pick_cases(root: Path) -> list[tuple[Path, dict]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from shmn.training.config import DEVICES
+
     parser = argparse.ArgumentParser(prog="python -m shmn.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo-output", help="folder for the cohort and the predictions")
     parser.add_argument("--model", default=None, help="registered model name or .safetensors file (default: the shipped default model)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--device", default="auto", metavar="|".join(DEVICES) + "|cuda:N")
     parser.add_argument("--size", default="paper", help="phantom size: paper (clinical-like 1-5 mm acquisitions, what the shipped model was trained on) or small")
     parser.add_argument("--seed", type=int, default=DEMO_SEED)
     args = parser.parse_args(argv)

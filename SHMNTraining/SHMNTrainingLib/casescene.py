@@ -1,7 +1,7 @@
 """One dataset case in the MRML scene: its image, a segmentation with the PVL and ventricle segments,
 and the way back from a segment to a mask file on the image's own voxel grid.
 
-Geometry rule (DESIGN section 3): Slicer forces a right-handed IJK, so for a NIfTI whose affine has
+Geometry rule (docs/DESIGN.md section 3): Slicer forces a right-handed IJK, so for a NIfTI whose affine has
 a negative determinant Slicer's voxel array is the file's array flipped along K. Nothing here
 assumes an axis order: masks come in through Slicer's own reader (the labelmap node carries its
 IJK-to-RAS), and go out by exporting the segment onto the reference volume's geometry and then

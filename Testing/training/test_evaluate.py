@@ -111,3 +111,24 @@ def test_evaluate_refuses_empty_runs_and_splits(small_cohort, tmp_path):
     assert resolve_model(tmp_path / "model.safetensors") == tmp_path / "model.safetensors"
     with pytest.raises(ShmnError, match="no case in this split"):
         evaluate(tmp_path, [small_cohort / "pvl"], split="nonexistent")
+
+
+def test_evaluate_scores_exactly_what_predict_writes(small_cohort, tmp_path):
+    """One inference path and one threshold: evaluate's mask of a case is predict's pvl.nii.gz."""
+    import SimpleITK as sitk
+
+    from engine_fixtures import make_tiny_model
+    from shmn.inference.predict import MASK_THRESHOLD, PredictOptions, load_predictor, predict_case
+    from shmn.training.evaluate import evaluate_sample
+
+    predictor = load_predictor(make_tiny_model(tmp_path)[0])
+    sample = next(s for s in split_samples(load_manifests([small_cohort / "pvl"]), "test") if s.pvl is not None)
+    scored = evaluate_sample(predictor, sample, "cpu")["metrics"]
+    report = predict_case(sample.image, tmp_path / "out", predictor, PredictOptions(device="cpu", probabilities=True))
+    folder = tmp_path / "out" / report["case"]
+    written = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "pvl.nii.gz")))
+    probability = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "pvl_probability.nii.gz")))
+    spacing = sitk.ReadImage(str(folder / "pvl.nii.gz")).GetSpacing()
+    # A random-weight model: probabilities straddle the threshold, so a different threshold would show.
+    assert 0 < written.sum() < written.size and np.array_equal(written > 0, probability >= MASK_THRESHOLD)
+    assert scored["pvl_volume_ml"] == pytest.approx(written.sum() * np.prod(spacing) / 1000)

@@ -108,6 +108,27 @@ def test_bad_config_is_one_clear_line(tmp_path, capsys, content, named):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("content", [{"resolution": "fast", "grid": "paper"}, {"grid": "tiny"}])
+def test_a_grid_contradicting_the_resolution_is_refused(tmp_path, capsys, content):
+    """One source of truth: the resolution names the grid; a model called "fast" on the 1 mm grid is refused."""
+    path = tmp_path / "contradiction.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(ShmnError, match=r"grid '(paper|tiny)' contradicts resolution 'fast'"):
+        load_config(str(path))
+    assert cli_main(["train", str(path), "--data", str(tmp_path), "-o", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("shmn: error:") and "grid" in err and "resolution" in err and "\n" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_resolution_expands_to_its_one_grid(tmp_path):
+    path = tmp_path / "agreeing.json"
+    path.write_text(json.dumps({"resolution": "tiny", "grid": "tiny"}))  # as a run's config.json says it
+    cfg = load_config(str(path))
+    assert (cfg.grid, cfg.grid_spec, cfg.model_name) == ("tiny", cfg.preprocess_config().grid, "shmn4-tiny")
+    assert load_config("shmn4", {"resolution": "paper"}).preprocess_config().grid.spacing_mm == 1.0
+
+
 # Splits -------------------------------------------------------------------------------------------
 def test_splits_keep_test_and_validation_images_out_of_training(small_cohort):
     manifests = load_manifests([small_cohort / "pvl", small_cohort / "macs"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from shmn.contract import DEVICES
 from shmn.training.config import RESOLUTION_PRESETS, TASK_PRESETS
 from shmn.errors import ShmnError
 
@@ -20,7 +21,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--resolution", default="fast", choices=sorted(RESOLUTION_PRESETS))
     parser.add_argument("--epochs", type=int, help="epochs per run (default: the preset's)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", metavar="|".join(DEVICES) + "|cuda:N")
     parser.add_argument("--config", metavar="JSON", help='config fields applied to every run, e.g. {"lr": 0.001, "cpu_bf16": true} '
                         "(not preset, resolution or seed: the benchmark sets those)")
     return parser
@@ -40,8 +41,10 @@ def _read_overrides(path: str | None) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from shmn.devices import resolve_device
     from shmn.training.benchmark import BenchmarkConfig, run_benchmark
 
+    resolve_device(args.device)
     unknown = [p for p in args.presets if p not in TASK_PRESETS]
     if unknown:
         raise ShmnError(f"--presets: unknown {', '.join(unknown)}; expected some of {', '.join(TASK_PRESETS)}")

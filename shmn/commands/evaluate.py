@@ -7,6 +7,7 @@ import json
 
 from shmn.contract import evaluation_file_name
 from shmn.io.manifest import SPLITS
+from shmn.contract import DEVICES
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -24,7 +25,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--split", default="test", choices=SPLITS, help="which cases (default: test)")
     parser.add_argument("-o", "--output", metavar="METRICS_JSON",
                         help="metrics file to write (default: RUN_DIR/evaluation-<split>.json for a run folder, none otherwise)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto (CUDA when present), cpu or cuda")
+    parser.add_argument("--device", default="auto", metavar="|".join(DEVICES) + "|cuda:N", help="auto (CUDA when present), cpu, cuda or cuda:N")
     return parser
 
 

@@ -24,7 +24,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, DICOM series folder, or folder of image files")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created if needed)")
     parser.add_argument("--model", default=None, metavar="NAME|PATH", help="registered model name (name@version) or a .safetensors file; default: the registry's default model")
-    parser.add_argument("--device", default="auto", choices=DEVICES, help="where to run the network (auto: CUDA if available; falls back to the CPU when the GPU runs out of memory)")
+    parser.add_argument("--device", default="auto", metavar="|".join(DEVICES) + "|cuda:N", help="where to run the network (auto: CUDA if available; cuda:N: GPU N; falls back to the CPU when the GPU runs out of memory)")
     parser.add_argument("--no-register", action="store_true", help="the inputs are already in MNI152 space: skip the registration")
     parser.add_argument("--overwrite", action="store_true", help="replace existing OUT/<case> folders (otherwise such a case fails)")
     parser.add_argument("--probabilities", action="store_true", help="also write pvl_probability.nii.gz and ventricles_probability.nii.gz (float32, 0-1, on the input's grid)")
@@ -33,12 +33,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from shmn.devices import resolve_device
     from shmn.inference.batch import expand_inputs, predict_many
     from shmn.inference.predict import PredictOptions, load_predictor
     from shmn.reporting.report import findings
 
     quiet = bool(getattr(args, "quiet", False))
     out_dir = Path(args.output)
+    resolve_device(args.device)  # a wrong or absent device fails before the model is even read
     inputs = expand_inputs(args.inputs)
     # The model is resolved and verified (sha256) before anything is written.
     predictor = load_predictor(args.model)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from shmn.training.config import DEVICES, RESOLUTION_PRESETS, TASK_PRESETS
+from shmn.contract import DEVICES
+from shmn.training.config import RESOLUTION_PRESETS, TASK_PRESETS
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -28,7 +29,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="run folder (must not hold a run, unless --resume)")
     parser.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR after its last completed epoch")
     parser.add_argument("--epochs", type=int, help="number of epochs (may be raised when resuming)")
-    parser.add_argument("--device", choices=DEVICES, help="auto (CUDA when present), cpu or cuda")
+    parser.add_argument("--device", metavar="|".join(DEVICES) + "|cuda:N", help="auto (CUDA when present), cpu, cuda (under torchrun: LOCAL_RANK's GPU) or cuda:N")
     parser.add_argument("--resolution", choices=tuple(RESOLUTION_PRESETS), help="model grid and network width preset")
     parser.add_argument("--cache", metavar="DIR", help="preprocessing cache folder (default RUN_DIR/cache); share it between runs")
     parser.add_argument("--seed", type=int, help="random seed (initialisation, data order, augmentation)")
@@ -38,8 +39,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from shmn.devices import parse_device
     from shmn.training.config import load_config
     from shmn.training.train import train
+
+    if args.device is not None:
+        parse_device(args.device)  # named as the option it came from (a config file's is checked in load_config)
 
     overrides = {
         key: value

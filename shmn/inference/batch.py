@@ -16,7 +16,7 @@ from shmn.io.atomic import ensure_writable_dir, write_text
 from shmn.errors import ShmnError
 from shmn.progress import progress_bar
 from shmn.contract import SUMMARY_CSV_FILE
-from shmn.inference.engine import select_device
+from shmn.devices import resolve_device
 from shmn.inference.predict import CASE_STAGES, PredictOptions, Predictor, load_predictor, predict_case
 from shmn.reporting.report import SUMMARY_COLUMNS, failure_row, summary_row
 from shmn.io.volume_io import IMAGE_SUFFIXES, case_name
@@ -109,7 +109,7 @@ def predict_many(
     paths = expand_inputs(inputs)
     if not paths:
         raise ShmnError("no input images given")
-    select_device(options.device)  # an impossible --device fails before any work, not once per case
+    resolve_device(options.device)  # an impossible --device fails before any work, not once per case
     predictor = model if isinstance(model, Predictor) else load_predictor(model)
     out_dir = Path(out_dir)
     ensure_writable_dir(out_dir)

@@ -1,9 +1,9 @@
 """Run a trained SHMN on one preprocessed volume: whole volume when it fits, sliding windows otherwise.
 
-Device choice ("auto" = CUDA when present), mixed precision (bf16, else fp16, autocast on CUDA; bf16 autocast
-on CPUs with native bf16 instructions: 2-2.5x faster there with 99.6-99.8% of voxels unchanged,
-DESIGN section 7), and a fall-back to the CPU when the GPU runs out of memory. Returns per-task
-arrays on the model grid (z, y, x).
+Device and precision follow shmn.devices, as training does ("auto" = CUDA when present; cuda:N
+picks a GPU; bf16, else fp16, autocast on CUDA; bf16 autocast on CPUs with native bf16 instructions:
+2-2.5x faster there with 99.6-99.8% of voxels unchanged, docs/DESIGN.md section 7), with a fall-back
+to the CPU when the GPU runs out of memory. Returns per-task arrays on the model grid (z, y, x).
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from shmn.contract import DEVICES
-from shmn.errors import ShmnError
+from shmn.devices import autocast, precision, resolve_device
 
-# Peak memory of a forward pass, bytes per input voxel per base filter (DESIGN section 7: 0.9 GB for
+# Peak memory of a forward pass, bytes per input voxel per base filter (docs/DESIGN.md section 7: 0.9 GB for
 # base 16 at 96x112x96 is ~55; 7.3 GB for base 32 at 192x224x192 is ~28). Rounded up for safety.
 BYTES_PER_VOXEL_PER_FILTER = 64
 # Use at most this share of the free memory for a whole-volume pass.
@@ -28,12 +27,12 @@ MEMORY_SHARE = 0.6
 
 @dataclass(frozen=True)
 class InferenceOptions:
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (shmn.devices)
     sliding_window: bool = False  # force sliding windows even when the whole volume fits
     roi_size_zyx: tuple[int, int, int] = (96, 96, 96)
     overlap: float = 0.25
     cpu_bf16: bool | None = None  # None: on when the CPU has native bf16 instructions
-    cuda_amp: bool = True
+    cuda_amp: bool = True  # False: fp32 on the GPU too
 
 
 @dataclass
@@ -51,25 +50,9 @@ class InferenceResult:
     seconds: float = 0.0
 
 
-def cpu_has_bf16() -> bool:
-    # AVX512-BF16 or AMX: where bf16 autocast is fast; elsewhere it is emulated and slower than fp32.
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
-def select_device(device: str) -> str:
-    if device not in DEVICES:
-        raise ShmnError(f"--device {device}: expected one of {', '.join(DEVICES)}")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ShmnError("--device cuda: no CUDA GPU is available to PyTorch here; use --device cpu or auto")
-    return device
-
-
-def free_memory_bytes(device: str) -> int:
-    if device == "cuda":
-        free, _total = torch.cuda.mem_get_info()
+def free_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
         return int(free)
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
@@ -79,27 +62,14 @@ def free_memory_bytes(device: str) -> int:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
 
 
-def whole_volume_fits(model: torch.nn.Module, shape_zyx, device: str) -> bool:
+def whole_volume_fits(model: torch.nn.Module, shape_zyx, device: torch.device) -> bool:
     base = getattr(getattr(model, "config", None), "base_filters", 32)
     needed = int(np.prod(shape_zyx)) * base * BYTES_PER_VOXEL_PER_FILTER
     return needed <= MEMORY_SHARE * free_memory_bytes(device)
 
 
-def _precision(device: str, options: InferenceOptions) -> str:
-    if device == "cuda":
-        if not options.cuda_amp:
-            return "fp32"
-        # bf16 keeps fp32's range (no overflow in un-normalised activations) where the GPU has it.
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    use_bf16 = cpu_has_bf16() if options.cpu_bf16 is None else options.cpu_bf16
-    return "bf16" if use_bf16 else "fp32"
-
-
-def _autocast(device: str, precision: str):
-    if precision == "fp32":
-        return torch.autocast(device_type=device, enabled=False)
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device, dtype=dtype)
+def _precision(device: torch.device, options: InferenceOptions) -> str:
+    return precision(device, "auto" if device.type == "cpu" or options.cuda_amp else "off", options.cpu_bf16)
 
 
 def _roi_size(model: torch.nn.Module, shape_zyx, roi_zyx) -> tuple[int, ...]:
@@ -124,10 +94,10 @@ def _macs_logit(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     return model.macs(model.encoder(x)[-1])
 
 
-def _run(model: torch.nn.Module, x: torch.Tensor, device: str, precision: str, sliding: bool, options: InferenceOptions) -> dict:
+def _run(model: torch.nn.Module, x: torch.Tensor, device: torch.device, mode: str, sliding: bool, options: InferenceOptions) -> dict:
     model.to(device)
     x = x.to(device)
-    with torch.inference_mode(), _autocast(device, precision):
+    with torch.inference_mode(), autocast(device, mode):
         if not sliding:
             return {task: value.float() for task, value in model(x).items()}
         from monai.inferers import sliding_window_inference
@@ -151,24 +121,24 @@ def _is_cpu_oom(exc: BaseException) -> bool:
 def run_inference(model: torch.nn.Module, image_zyx: np.ndarray, options: InferenceOptions = InferenceOptions()) -> InferenceResult:
     """Forward one (z, y, x) float32 volume on the model grid; probabilities back on the same grid."""
     start = time.perf_counter()
-    device = select_device(options.device)
+    device = resolve_device(options.device)
     model.eval()
     x = torch.from_numpy(np.ascontiguousarray(image_zyx, dtype=np.float32))[None, None]
     notes: list[str] = []
     sliding = options.sliding_window or not whole_volume_fits(model, x.shape[2:], device)
-    precision = _precision(device, options)
+    mode = _precision(device, options)
     try:
-        outputs = _run(model, x, device, precision, sliding, options)
+        outputs = _run(model, x, device, mode, sliding, options)
     except torch.cuda.OutOfMemoryError:
         note = "GPU ran out of memory; inference repeated on the CPU"
         warnings.warn(note, RuntimeWarning, stacklevel=2)
         notes.append(note)
         model.to("cpu")
         torch.cuda.empty_cache()
-        device = "cpu"
-        precision = _precision(device, options)
+        device = torch.device("cpu")
+        mode = _precision(device, options)
         sliding = options.sliding_window or not whole_volume_fits(model, x.shape[2:], device)
-        outputs = _run(model, x, device, precision, sliding, options)
+        outputs = _run(model, x, device, mode, sliding, options)
     except (MemoryError, RuntimeError) as exc:
         if sliding or not _is_cpu_oom(exc):
             raise
@@ -176,8 +146,8 @@ def run_inference(model: torch.nn.Module, image_zyx: np.ndarray, options: Infere
         warnings.warn(note, RuntimeWarning, stacklevel=2)
         notes.append(note)
         sliding = True
-        outputs = _run(model, x, device, precision, sliding, options)
-    return _result(outputs, device, precision, "sliding_window" if sliding else "whole", notes, time.perf_counter() - start)
+        outputs = _run(model, x, device, mode, sliding, options)
+    return _result(outputs, str(device), mode, "sliding_window" if sliding else "whole", notes, time.perf_counter() - start)
 
 
 def _result(outputs: dict, device: str, precision: str, mode: str, notes: list[str], seconds: float) -> InferenceResult:

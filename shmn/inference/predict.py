@@ -23,7 +23,7 @@ import SimpleITK as sitk
 
 from shmn.io.atomic import atomic_dir
 from shmn.errors import ShmnError
-from shmn.inference.engine import InferenceOptions, run_inference
+from shmn.inference.engine import InferenceOptions, InferenceResult, run_inference
 from shmn.measures.lesions import density_peaks, lesion_centres
 from shmn.io.digest import sha256_of
 from shmn.network.model import SHMN
@@ -46,6 +46,9 @@ OUTPUT_FILES = {
 }
 # Written with --probabilities: what the masks were thresholded from (e.g. pseudo-label confidence).
 PROBABILITY_FILES = contract.PROBABILITY_FILES
+# A voxel is lesion / ventricle where the model's probability, on the input's grid, is at least this
+# (the argmax of the paper's 2-class softmax). `shmn predict` and `shmn evaluate` both threshold here.
+MASK_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,8 @@ class PredictOptions:
     overwrite: bool = False
     sliding_window: bool = False
     cpu_bf16: bool | None = None  # None: bf16 autocast on CPUs with native bf16 (see shmn.inference.engine)
-    pvl_threshold: float = 0.5
-    ventricle_threshold: float = 0.5
+    pvl_threshold: float = MASK_THRESHOLD
+    ventricle_threshold: float = MASK_THRESHOLD
     localization_threshold: float = 0.3  # density peak height (the training blobs peak at 1)
     localization_min_distance_mm: float = 8.0
     probabilities: bool = False  # also write <task>_probability.nii.gz (float32, 0-1, input grid)
@@ -169,17 +172,24 @@ CASE_STAGES = ("read", "preprocess", "inference", "write")
 
 
 @dataclass
-class _Analysis:
-    """Everything computed for one case before anything is written."""
+class NativePrediction:
+    """One volume through the model, back on the input's own voxel grid (see predict_native)."""
 
-    pvl: sitk.Image
-    ventricles: sitk.Image
-    report_fields: dict
-    probabilities: dict[str, sitk.Image]  # only with PredictOptions.probabilities
+    prep: PreprocessedCase  # the volume on the model grid, with its registration and brain mask
+    result: InferenceResult  # the model-grid outputs (probabilities, localization, MACS), device, precision
+    probabilities: dict[str, sitk.Image]  # "pvl", "ventricles": float 0-1 on the input's grid (zeros: task absent)
+    masks: dict[str, sitk.Image]  # the same thresholded: uint8 0/1
+
+    def has(self, task: str) -> bool:
+        """Whether the model has the segmentation ``task`` ("pvl" or "ventricles")."""
+        return getattr(self.result, {"pvl": "pvl_probability", "ventricles": "ventricle_probability"}[task]) is not None
 
 
-def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predictor, options: PredictOptions, timings: dict,
-             on_stage: Callable[[str], None] = lambda stage: None) -> _Analysis:
+def predict_native(native: sitk.Image, predictor: Predictor, options: PredictOptions = PredictOptions(), timings: dict | None = None,
+                   on_stage: Callable[[str], None] = lambda stage: None) -> NativePrediction:
+    """The one inference path of `shmn predict` and `shmn evaluate`: preprocess with the model card's
+    parameters -> the network -> probabilities onto the input's grid -> the options' thresholds."""
+    timings = {} if timings is None else timings
     prep = preprocess(native, dataclasses.replace(predictor.preprocess, register=options.register))
     for key in ("register", "resample", "n4", "normalise"):
         timings[key] = float(prep.timings_s.get(key, 0.0))
@@ -194,10 +204,32 @@ def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predict
         "pvl": native_probability(result.pvl_probability, prep, native),
         "ventricles": native_probability(result.ventricle_probability, prep, native),
     }
-    pvl = threshold_mask(probabilities["pvl"], options.pvl_threshold)
-    ventricles = threshold_mask(probabilities["ventricles"], options.ventricle_threshold)
+    masks = {
+        "pvl": threshold_mask(probabilities["pvl"], options.pvl_threshold),
+        "ventricles": threshold_mask(probabilities["ventricles"], options.ventricle_threshold),
+    }
+    timings["postprocess"] = time.perf_counter() - tick
+    return NativePrediction(prep, result, probabilities, masks)
+
+
+@dataclass
+class _Analysis:
+    """Everything computed for one case before anything is written."""
+
+    pvl: sitk.Image
+    ventricles: sitk.Image
+    report_fields: dict
+    probabilities: dict[str, sitk.Image]  # only with PredictOptions.probabilities
+
+
+def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predictor, options: PredictOptions, timings: dict,
+             on_stage: Callable[[str], None] = lambda stage: None) -> _Analysis:
+    prediction = predict_native(native, predictor, options, timings, on_stage)
+    prep, result, probabilities = prediction.prep, prediction.result, prediction.probabilities
+    tick = time.perf_counter()
+    pvl, ventricles = prediction.masks["pvl"], prediction.masks["ventricles"]
     voxel_ml = _voxel_ml(native)
-    has_pvl, has_ventricles = result.pvl_probability is not None, result.ventricle_probability is not None
+    has_pvl, has_ventricles = prediction.has("pvl"), prediction.has("ventricles")
     fields = dict(
         case=case,
         input_path=str(input_path),
@@ -218,7 +250,7 @@ def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predict
         outputs=dict(OUTPUT_FILES, **({f"{k}_probability": PROBABILITY_FILES[k] for k in PROBABILITY_FILES} if options.probabilities else {})),
         warnings=[w for w in [prep.quality.get("warning")] if w] + list(result.warnings),
     )
-    timings["postprocess"] = time.perf_counter() - tick
+    timings["postprocess"] += time.perf_counter() - tick
     kept = {k: v for k, v in probabilities.items() if options.probabilities}
     return _Analysis(pvl, ventricles, fields, kept)
 

@@ -1,6 +1,6 @@
 """report.json of one predicted case, and the one-row summary of it for summary.csv.
 
-Keys (DESIGN section 3, "at least"): case; macs.probability_severe, macs.group; pvl.volume_ml,
+Keys (docs/DESIGN.md section 3, "at least"): case; macs.probability_severe, macs.group; pvl.volume_ml,
 pvl.lesions [{centre_ras_mm, volume_ml}], pvl.centres_from_localization; ventricles.volume_ml;
 model.name/version/sha256; preprocessing (params, registration quality); timings_s; disclaimer.
 A task the model does not have is reported as null, never as a made-up zero.

@@ -40,7 +40,7 @@ TASK_PRESETS: dict[str, dict] = {
 }
 
 # Resolution presets: model grid (shmn.preprocessing.preprocess.GRIDS) and network width/depth. "fast" is what a
-# CPU can train (DESIGN section 7); "paper" is the paper's 1 mm grid (GPU); "tiny" is for tests.
+# CPU can train (docs/DESIGN.md section 7); "paper" is the paper's 1 mm grid (GPU); "tiny" is for tests.
 RESOLUTION_PRESETS: dict[str, dict] = {
     "tiny": {"grid": "tiny", "base_filters": 4, "levels": 4, "macs_hidden": 16},
     "fast": {"grid": "fast", "base_filters": 8, "levels": 5, "macs_hidden": 32},
@@ -59,8 +59,9 @@ class TrainConfig:
     resolution: str = "fast"
     network: NetworkConfig = field(default_factory=NetworkConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    # Model grid name (shmn.preprocessing.preprocess.GRIDS); preprocessing options besides the grid live in
-    # `preprocess`, whose own `grid` field is always replaced by this one (see preprocess_config()).
+    # Model grid name (shmn.preprocessing.preprocess.GRIDS): always the resolution preset's grid (a config
+    # that sets another is refused; kept so that config.json says it). Preprocessing options besides the
+    # grid live in `preprocess`, whose own `grid` field is always replaced by this one (see preprocess_config()).
     grid: str = "fast"
     preprocess: PreprocessConfig = field(default_factory=lambda: PreprocessConfig(grid=GRIDS["fast"]))
     epochs: int = 30
@@ -75,7 +76,7 @@ class TrainConfig:
     num_workers: int = 0
     device: str = "auto"
     # "auto": bf16 autocast on a CUDA GPU with bf16 (else fp16 + GradScaler); on the CPU only with
-    # cpu_bf16 (a 2-3x speed-up on CPUs with bf16 instructions, DESIGN section 7; off by default so
+    # cpu_bf16 (a 2-3x speed-up on CPUs with bf16 instructions, docs/DESIGN.md section 7; off by default so
     # that tests compare exact fp32 numbers). "off", "bf16" or "fp16" force a mode.
     amp: str = "auto"
     cpu_bf16: bool = False
@@ -121,6 +122,12 @@ def validate(cfg: TrainConfig) -> None:
         raise bad("resolution", f"{cfg.resolution!r} is unknown; expected one of {', '.join(RESOLUTION_PRESETS)}")
     if cfg.grid not in GRIDS:
         raise bad("grid", f"{cfg.grid!r} is unknown; expected one of {', '.join(GRIDS)}")
+    # One source of truth: the resolution names the grid (and the model: "shmn4-fast"); a config
+    # asking for another grid would make a model called "fast" on the 1 mm grid.
+    resolution_grid = RESOLUTION_PRESETS[cfg.resolution]["grid"]
+    if cfg.grid != resolution_grid:
+        raise bad("grid", f"{cfg.grid!r} contradicts resolution {cfg.resolution!r} (whose grid is {resolution_grid!r}); "
+                          "set 'resolution' alone: the grid follows from it")
     divisor = cfg.network.divisor
     size = GRIDS[cfg.grid].size
     if any(s % divisor for s in size):
@@ -129,8 +136,9 @@ def validate(cfg: TrainConfig) -> None:
         raise bad("epochs/batch_size/val_every/num_workers", "must be >= 0, >= 1, >= 1 and >= 0")
     if cfg.lr <= 0 or not 0 < cfg.plateau_factor < 1 or cfg.plateau_patience < 0:
         raise bad("lr/plateau_factor/plateau_patience", "must be > 0, in (0, 1) and >= 0")
-    if cfg.device not in DEVICES and not cfg.device.startswith("cuda:"):
-        raise bad("device", f"{cfg.device!r} is unknown; expected one of {', '.join(DEVICES)}")
+    from shmn.devices import parse_device  # here, not at the top: shmn.devices reads DEVICES from this module
+
+    parse_device(cfg.device, option="config: device")
     if cfg.amp not in AMP_MODES:
         raise bad("amp", f"{cfg.amp!r} is unknown; expected one of {', '.join(AMP_MODES)}")
     if cfg.ventricle_label_limit is not None and cfg.ventricle_label_limit < 0:

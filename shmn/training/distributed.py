@@ -1,4 +1,4 @@
-"""Devices, mixed precision and multi-process training (torchrun + DistributedDataParallel).
+"""Multi-process training (torchrun + DistributedDataParallel); devices and precision follow shmn.devices.
 
 ``torchrun --nproc_per_node N -m shmn train ...`` sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and
 MASTER_PORT; when WORLD_SIZE > 1 the process group is initialised from them (NCCL on CUDA, gloo
@@ -8,7 +8,6 @@ preprocessing cache (a node may not see another node's disk) while the other ran
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import os
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from shmn.devices import resolve_device
 from shmn.errors import ShmnError
 
 
@@ -46,16 +46,6 @@ def _env_int(name: str, default: int) -> int:
         return int(value) if value else default
     except ValueError:
         raise ShmnError(f"environment {name}={value!r}: expected an integer (set by torchrun)") from None
-
-
-def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
-    if preference == "auto":
-        preference = "cuda" if torch.cuda.is_available() else "cpu"
-    if preference.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ShmnError(f"--device {preference}: no CUDA GPU is available to PyTorch here; use --device cpu or auto")
-        return torch.device(preference if ":" in preference else f"cuda:{local_rank % torch.cuda.device_count()}")
-    return torch.device("cpu")
 
 
 def setup(device_preference: str, timeout_min: float = 180.0) -> DistContext:
@@ -106,26 +96,3 @@ def gather_lists(items: list, ctx: DistContext) -> list:
     gathered: list = [None] * ctx.world_size
     dist.all_gather_object(gathered, items)
     return [item for part in gathered for item in part]
-
-
-# Mixed precision ----------------------------------------------------------------------------------
-def precision(device: torch.device, amp: str, cpu_bf16: bool) -> str:
-    """fp32 | bf16 | fp16 for this device and the config's amp/cpu_bf16 settings."""
-    if amp == "off":
-        return "fp32"
-    if amp in ("bf16", "fp16"):
-        return amp
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_bf16 else "fp32"
-
-
-def autocast(device: torch.device, mode: str):
-    if mode == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if mode == "bf16" else torch.float16)
-
-
-def grad_scaler(device: torch.device, mode: str) -> torch.amp.GradScaler:
-    """Loss scaling is needed for fp16 only (bf16 has fp32's exponent range)."""
-    return torch.amp.GradScaler(device.type, enabled=(mode == "fp16" and device.type == "cuda"))

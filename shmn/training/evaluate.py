@@ -1,9 +1,9 @@
 """Evaluation: ``evaluate(model, manifests, split)`` -> per-case and summary metrics (also `shmn evaluate`).
 
-Each case of the split goes through the same path as `shmn predict` (shmn.inference.predict.load_predictor,
-shmn.preprocessing.preprocess.preprocess with the model card's parameters, shmn.inference.engine.run_inference); the
-probabilities are brought back onto the case's NATIVE voxel grid (linear interpolation, then 0.5)
-and compared there with the manifest's masks, so the numbers describe what a user gets. Metrics
+Each case of the split goes through `shmn predict`'s own inference path (shmn.inference.predict.predict_native:
+preprocessing with the model card's parameters, the network, the probabilities brought back onto the
+case's NATIVE voxel grid and thresholded at predict's MASK_THRESHOLD) and is compared there with the
+manifest's masks, so the numbers describe what a user gets. Metrics
 (shmn.measures.metrics): PVL Dice, HD95 (mm), lesion-wise F1, absolute volume difference (%), volumes (mL);
 ventricle Dice; MACS accuracy, F1, AUC and ECE over the split. A metric is skipped for a case that
 lacks its label or a model that lacks the task.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -27,7 +26,6 @@ from shmn.io.manifest import Manifest
 from shmn.measures.metrics import abs_volume_difference_percent, dice, hd95, lesion_f1, macs_metrics, volume_ml
 from shmn.io.volume_io import read_volume, same_geometry
 
-THRESHOLD = 0.5
 # (key in a case's metrics, label in the table); the summary gives mean, sd, median and n of each.
 CASE_METRICS = (
     ("pvl_dice", "PVL Dice"),
@@ -51,13 +49,9 @@ def resolve_model(model: str | Path) -> str | Path:
     return model
 
 
-def _native_mask(probability: np.ndarray | None, case, native: sitk.Image) -> np.ndarray | None:
-    """The same mapping and threshold as `shmn predict` (so evaluation scores what users get)."""
-    from shmn.inference.predict import native_probability
-
-    if probability is None:
-        return None
-    return sitk.GetArrayFromImage(native_probability(probability, case, native)) >= THRESHOLD
+def _mask_array(prediction, task: str) -> np.ndarray | None:
+    """predict_native's ``task`` mask as a (z, y, x) bool array; None when the model lacks the task."""
+    return sitk.GetArrayFromImage(prediction.masks[task]) > 0 if prediction.has(task) else None
 
 
 def _label_on(native: sitk.Image, path: Path) -> np.ndarray:
@@ -135,16 +129,13 @@ def markdown_table(summary: dict) -> str:
 
 
 def evaluate_sample(predictor, sample: Sample, device: str) -> dict:
-    from shmn.inference.engine import InferenceOptions, run_inference
-    from shmn.preprocessing.preprocess import preprocess
+    from shmn.inference.predict import PredictOptions, predict_native
 
     tick = time.perf_counter()
     native = read_volume(sample.image)
-    case = preprocess(native, replace(predictor.preprocess, register=True))
-    result = run_inference(predictor.network, case.image, InferenceOptions(device=device))
+    prediction = predict_native(native, predictor, PredictOptions(device=device))
     spacing_zyx = native.GetSpacing()[::-1]
-    pvl = _native_mask(result.pvl_probability, case, native)
-    ventricles = _native_mask(result.ventricle_probability, case, native)
+    pvl, ventricles = _mask_array(prediction, "pvl"), _mask_array(prediction, "ventricles")
     scores = score_case(
         spacing_zyx,
         pvl=(pvl, _label_on(native, sample.pvl)) if pvl is not None and sample.pvl is not None else None,
@@ -154,9 +145,9 @@ def evaluate_sample(predictor, sample: Sample, device: str) -> dict:
         "id": sample.id,
         "source": sample.source,
         "metrics": scores,
-        "macs_probability": result.macs_probability,
+        "macs_probability": prediction.result.macs_probability,
         "macs_true": sample.macs,
-        "registration_ok": bool(case.quality.get("ok", True)),
+        "registration_ok": bool(prediction.prep.quality.get("ok", True)),
         "seconds": round(time.perf_counter() - tick, 3),
     }
 
@@ -169,9 +160,11 @@ def evaluate(
     progress: bool = True,
 ) -> dict:
     """Metrics of ``model`` (run folder, model file or registry name) on the ``split`` cases."""
-    from shmn.inference.predict import load_predictor
+    from shmn.devices import resolve_device
+    from shmn.inference.predict import MASK_THRESHOLD, load_predictor
     from shmn.progress import progress_bar
 
+    resolve_device(device)  # a wrong or absent device fails before any case is read
     manifests = load_manifests(manifests)
     samples = split_samples(manifests, split)
     if not samples:
@@ -184,7 +177,7 @@ def evaluate(
                   "file": predictor.info.file, "tasks": predictor.info.tasks},
         "split": split,
         "compared_on": "native grid (each case's own voxels; predictions brought back through the registration)",
-        "threshold": THRESHOLD,
+        "threshold": MASK_THRESHOLD,
         "manifests": [str(m.path) for m in manifests],
         "summary": summarise(cases),
         "cases": [_finite_or_none(c) for c in cases],

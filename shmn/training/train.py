@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from shmn import __version__
+from shmn import devices
 from shmn.training import distributed
 from shmn.io.atomic import ensure_writable_dir, write_json
 from shmn.training.case_cache import CaseCache
@@ -147,7 +148,7 @@ def _train_epoch(model, loader, optimizer, scaler, config: TrainConfig, epoch: i
     run_share = lambda done, total: 100.0 * (epoch + (done / total if total else 0.0)) / config.epochs
     for batch in bar(loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, unit="batch", share=run_share):
         batch = {k: v.to(ctx.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-        with distributed.autocast(ctx.device, mode):
+        with devices.autocast(ctx.device, mode):
             outputs = model(batch["image"])
         outputs = {k: v.float() for k, v in outputs.items()}  # losses in fp32
         loss, values = shmn_loss(outputs, batch, config.loss, epoch)
@@ -191,7 +192,7 @@ def _train(config, manifests, run_dir: Path, resume, progress, cache_dir, log, c
     distributed.barrier(ctx)  # every rank has checked the folder before rank 0 writes into it
     splits = training_splits(manifests, config)
     data_card = describe_training_data(manifests, splits)
-    mode = distributed.precision(ctx.device, config.amp, config.cpu_bf16)
+    mode = devices.precision(ctx.device, config.amp, config.cpu_bf16)
     cache = CaseCache(Path(cache_dir) if cache_dir else files.cache, config.preprocess_config(), config.density_sigma_mm)
     cache_stats = _prepare_cache(cache, splits, ctx, progress, log)
     if ctx.is_main:  # only now: a case that fails to preprocess leaves no half-started run behind
@@ -207,7 +208,7 @@ def _train(config, manifests, run_dir: Path, resume, progress, cache_dir, log, c
     optimizer = torch.optim.Adam(core.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=config.plateau_factor,
                                                            patience=config.plateau_patience, min_lr=config.min_lr)
-    scaler = distributed.grad_scaler(ctx.device, mode)
+    scaler = devices.grad_scaler(ctx.device, mode)
     history: list[dict] = []
     best = {"epoch": None, "loss": None}
     if state is not None:

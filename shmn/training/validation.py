@@ -14,6 +14,7 @@ import math
 import numpy as np
 import torch
 
+from shmn import devices
 from shmn.training import distributed
 from shmn.network.losses import LossConfig, shmn_loss
 from shmn.measures.metrics import dice, macs_metrics
@@ -65,7 +66,7 @@ def validate(model: torch.nn.Module, loader, loss_cfg: LossConfig, epoch: int, c
     records = []
     for batch in loader:
         batch = {k: v.to(ctx.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-        with distributed.autocast(ctx.device, mode):
+        with devices.autocast(ctx.device, mode):
             outputs = model(batch["image"])
         records.append(_case_record({k: v.float() for k, v in outputs.items()}, batch, loss_cfg, epoch))
     model.train()
