@@ -65,7 +65,8 @@ def test_contract_is_standard_library_only():
 
 
 def test_engine_names_are_the_contract_names():
-    from shmn.inference import engine, predict
+    from shmn import devices
+    from shmn.inference import predict
     from shmn.io import registry
     from shmn.network import model_file
     from shmn.training import config
@@ -73,7 +74,7 @@ def test_engine_names_are_the_contract_names():
 
     assert set(config.TASK_PRESETS) == set(contract.TASK_PRESETS)
     assert set(config.RESOLUTION_PRESETS) == set(contract.RESOLUTIONS)
-    assert config.DEVICES is contract.DEVICES is engine.DEVICES
+    assert config.DEVICES is contract.DEVICES is devices.DEVICES
     assert registry.CARD_FIELDS is contract.CARD_FIELDS and model_file.CARD_KEY == contract.CARD_KEY
     files = RunFiles(Path("run"))
     assert (files.best_model.name, files.last_model.name) == contract.MODEL_FILES
