@@ -13,6 +13,7 @@ from typing import Callable, Iterable
 import SimpleITK as sitk
 
 from shmn.io.atomic import ensure_writable_dir, write_text
+from shmn.io.claim import remove_stale_temp_files
 from shmn.errors import ShmnError
 from shmn.inference.engine import select_device
 from shmn.inference.predict import CASE_STAGES, PredictOptions, Predictor, load_predictor, predict_case
@@ -80,18 +81,43 @@ class _StageBar:
 
 
 def write_summary(path: Path, outcomes: list[CaseOutcome]) -> Path:
+    """OUT/summary.csv: one row per case folder in OUT (read from its report.json, whichever run
+    wrote it), plus a "failed" row for each of ``outcomes`` that failed and has no folder.
+
+    Built from the folder, not from the current run alone: adding one case to an output folder
+    holding ten keeps eleven rows, and a re-run whose cases already exist still lists their results.
+    """
     import csv
     import io
 
+    rows = {case: row for case, row in summary_rows_in(path.parent).items()}
+    for outcome in outcomes:
+        if outcome.status != "ok" and outcome.case not in rows:
+            rows[outcome.case] = failure_row(outcome.case, outcome.error, outcome.seconds)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    for outcome in outcomes:
-        if outcome.status == "ok" and outcome.report is not None:
-            writer.writerow(summary_row(outcome.report, outcome.seconds))
-        else:
-            writer.writerow(failure_row(outcome.case, outcome.error, outcome.seconds))
+    for case in sorted(rows):
+        writer.writerow(rows[case])
+    remove_stale_temp_files(path.parent, path.name)
     return write_text(path, buffer.getvalue())
+
+
+def summary_rows_in(out_dir: Path) -> dict[str, dict]:
+    """case -> summary row of every finished case folder in ``out_dir`` (hidden temporary folders skipped)."""
+    import json
+
+    rows: dict[str, dict] = {}
+    for folder in sorted(Path(out_dir).iterdir()):
+        report_file = folder / "report.json"
+        if folder.name.startswith(".") or not folder.is_dir() or not report_file.is_file():
+            continue
+        try:
+            report = json.loads(report_file.read_text(encoding="utf-8"))
+            rows[folder.name] = summary_row(report, float(report.get("timings_s", {}).get("total", 0.0)))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            rows[folder.name] = failure_row(folder.name, f"{report_file}: unreadable report ({exc})", 0.0)
+    return rows
 
 
 def predict_many(
@@ -119,8 +145,9 @@ def predict_many(
     seen: dict[str, Path] = {}
     for path in tqdm(paths, desc="shmn predict", unit="case", disable=not progress or len(paths) == 1, dynamic_ncols=True):
         start = time.perf_counter()
-        case = case_name(path)
+        case = path.name
         try:
+            case = case_name(path)
             if case in seen:
                 raise ShmnError(f"{path}: gives the same case name '{case}' as {seen[case]}; rename one of them")
             seen[case] = path
@@ -139,6 +166,7 @@ def predict_many(
             outcomes.append(CaseOutcome(path, case, "failed", time.perf_counter() - start, error=error))
         if outcomes[-1].status == "failed" and on_failure is not None:
             on_failure(outcomes[-1])
-    if len(outcomes) > 1 or any(o.status == "ok" for o in outcomes):
-        write_summary(out_dir / "summary.csv", outcomes)
+        # After every case, so that a killed batch still leaves a summary of what it finished.
+        if len(paths) > 1 or any(o.status == "ok" for o in outcomes):
+            write_summary(out_dir / "summary.csv", outcomes)
     return outcomes

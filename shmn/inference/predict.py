@@ -21,7 +21,8 @@ from typing import Callable
 import numpy as np
 import SimpleITK as sitk
 
-from shmn.io.atomic import atomic_dir
+from shmn.io.atomic import atomic_dir, ensure_writable_dir
+from shmn.io.claim import claim_case
 from shmn.errors import ShmnError
 from shmn.inference.engine import InferenceOptions, run_inference
 from shmn.measures.lesions import density_peaks, lesion_centres
@@ -31,7 +32,7 @@ from shmn.network.model_file import load_model
 from shmn.reporting.overview import render_overview
 from shmn.preprocessing.preprocess import GRIDS, GridSpec, PreprocessConfig, PreprocessedCase, preprocess, to_native
 from shmn.preprocessing.registration import RegistrationConfig
-from shmn.io.registry import resolve_model
+from shmn.io.registry import registered_entry_for_card, resolve_model
 from shmn.reporting.report import ModelInfo, build_report, overview_caption
 from shmn.io.segfile import write_segmentation
 from shmn.io.volume_io import case_name, geometry, index_to_ras, read_volume
@@ -69,6 +70,12 @@ class Predictor:
     card: dict
     info: ModelInfo
     preprocess: PreprocessConfig
+    warnings: list[str] = dataclasses.field(default_factory=list)  # written into every report it makes
+
+
+# A card's model grid must be one a brain MRI can be resampled to without exhausting memory.
+GRID_SPACING_MM = (0.25, 10.0)
+GRID_SIZE = (4, 512)
 
 
 def grid_from_card(card: dict, source: str) -> GridSpec:
@@ -76,7 +83,17 @@ def grid_from_card(card: dict, source: str) -> GridSpec:
     if isinstance(grid, str) and grid in GRIDS:
         return GRIDS[grid]
     if isinstance(grid, dict) and "spacing_mm" in grid and "size" in grid:
-        return GridSpec(float(grid["spacing_mm"]), tuple(int(n) for n in grid["size"]))
+        spacing, size = grid["spacing_mm"], grid["size"]
+        ok_spacing = isinstance(spacing, (int, float)) and not isinstance(spacing, bool) and GRID_SPACING_MM[0] <= spacing <= GRID_SPACING_MM[1]
+        ok_size = isinstance(size, (list, tuple)) and len(size) == 3 and all(
+            isinstance(n, int) and not isinstance(n, bool) and GRID_SIZE[0] <= n <= GRID_SIZE[1] for n in size
+        )
+        if ok_spacing and ok_size:
+            return GridSpec(float(spacing), tuple(size))
+        raise ShmnError(
+            f"{source}: model card 'grid' {grid!r} is out of range; expected spacing_mm in {GRID_SPACING_MM[0]}-{GRID_SPACING_MM[1]} "
+            f"and 3 integer sizes in {GRID_SIZE[0]}-{GRID_SIZE[1]}"
+        )
     raise ShmnError(f"{source}: model card has no usable 'grid' ({grid!r}); expected a grid name or {{spacing_mm, size}}")
 
 
@@ -86,22 +103,41 @@ def preprocess_config_from_card(card: dict, source: str) -> PreprocessConfig:
     fields = {f.name for f in dataclasses.fields(PreprocessConfig)} - {"grid", "register", "registration"}
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in fields}
     registration = saved.get("registration")
-    if isinstance(registration, dict):
-        known = {f.name for f in dataclasses.fields(RegistrationConfig)}
-        kwargs["registration"] = RegistrationConfig(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in registration.items() if k in known}
-        )
-    return PreprocessConfig(grid=grid_from_card(card, source), **kwargs)
+    grid = grid_from_card(card, source)
+    try:
+        if isinstance(registration, dict):
+            known = {f.name for f in dataclasses.fields(RegistrationConfig)}
+            kwargs["registration"] = RegistrationConfig(
+                **{k: tuple(v) if isinstance(v, list) else v for k, v in registration.items() if k in known}
+            )
+        return PreprocessConfig(grid=grid, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ShmnError(f"{source}: model card 'preprocessing' is not valid ({exc})".splitlines()[0]) from None
 
 
 def load_predictor(model: str | os.PathLike | None = None, registries: list[Path] | None = None, device: str = "cpu") -> Predictor:
     """Resolve a registry name, name@version, .safetensors path or None (the default) and load it."""
     path, entry = resolve_model(model, registries)
     network, card = load_model(path, expected_sha256=entry["sha256"] if entry else None, device=device)
+    notes: list[str] = []
+    name = version = None
+    if not entry:
+        # A file given by path: its card may claim a registered name@version. Only the registry's
+        # sha256 can confirm that claim; a copy with other bytes must not report under that name.
+        digest = sha256_of(path)
+        claimed = registered_entry_for_card(card, registries)
+        if claimed is not None and str(claimed["sha256"]).lower() == digest:
+            entry = claimed
+        elif claimed is not None:
+            name, version = f"unregistered model, sha256 {digest}", "unregistered"
+            notes.append(
+                f"model {path}: its card claims {claimed['name']} {claimed['version']}, but its sha256 {digest} is not the "
+                f"registry's {claimed['sha256']}: the file was changed or damaged; results are from an unregistered model"
+            )
     entry = entry or {}
     info = ModelInfo(
-        name=entry.get("name") or card.get("name") or Path(path).name.removesuffix(".safetensors"),
-        version=entry.get("version") or card.get("version") or "unversioned",
+        name=name or entry.get("name") or card.get("name") or Path(path).name.removesuffix(".safetensors"),
+        version=version or entry.get("version") or card.get("version") or "unversioned",
         sha256=entry.get("sha256") or sha256_of(path),
         file=str(path),
         registered=bool(entry),
@@ -111,7 +147,7 @@ def load_predictor(model: str | os.PathLike | None = None, registries: list[Path
         intended_use=entry.get("intended_use") or card.get("intended_use"),
         metrics=entry.get("metrics") or card.get("metrics"),
     )
-    return Predictor(network, card, info, preprocess_config_from_card(card, str(path)))
+    return Predictor(network, card, info, preprocess_config_from_card(card, str(path)), notes)
 
 
 def native_probability(probability: np.ndarray | None, case: PreprocessedCase, native: sitk.Image) -> sitk.Image:
@@ -215,7 +251,7 @@ def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predict
             "localization_peak": options.localization_threshold,
         },
         outputs=dict(OUTPUT_FILES, **({f"{k}_probability": PROBABILITY_FILES[k] for k in PROBABILITY_FILES} if options.probabilities else {})),
-        warnings=[w for w in [prep.quality.get("warning")] if w] + list(result.warnings),
+        warnings=list(predictor.warnings) + [w for w in [prep.quality.get("warning")] if w] + list(result.warnings),
     )
     timings["postprocess"] = time.perf_counter() - tick
     kept = {k: v for k, v in probabilities.items() if options.probabilities}
@@ -255,18 +291,22 @@ def predict_case(
     input_path = Path(input_path)
     predictor = model if isinstance(model, Predictor) else load_predictor(model)
     case = case_name(input_path)
-    target = Path(out_dir) / case
-    if target.exists() and not options.overwrite:
-        raise ShmnError(f"{target}: already exists; use --overwrite to replace it or choose another output folder")
-    timings: dict[str, float] = {}
-    tick = time.perf_counter()
-    native = read_volume(input_path)
-    timings["read"] = time.perf_counter() - tick
-    on_stage("read")
-    # From here on everything lands in a temporary folder renamed into place only when the case is
-    # complete: a failure (or Ctrl-C) anywhere below leaves no OUT/<case> behind.
-    with atomic_dir(target, overwrite=options.overwrite) as folder:
-        analysis = _analyse(native, case, input_path, predictor, options, timings, on_stage)
-        report = _write_outputs(folder, native, analysis, predictor, timings, start)
+    ensure_writable_dir(out_dir)
+    # The case is claimed before its existence is checked and held until its folder is in place:
+    # a second writer of the same case name is refused instead of silently replacing (or being
+    # replaced by) this one (shmn.io.claim).
+    with claim_case(out_dir, case) as target:
+        if target.exists() and not options.overwrite:
+            raise ShmnError(f"{target}: already exists; use --overwrite to replace it or choose another output folder")
+        timings: dict[str, float] = {}
+        tick = time.perf_counter()
+        native = read_volume(input_path)
+        timings["read"] = time.perf_counter() - tick
+        on_stage("read")
+        # From here on everything lands in a temporary folder renamed into place only when the case is
+        # complete: a failure (or Ctrl-C) anywhere below leaves no OUT/<case> behind.
+        with atomic_dir(target, overwrite=options.overwrite) as folder:
+            analysis = _analyse(native, case, input_path, predictor, options, timings, on_stage)
+            report = _write_outputs(folder, native, analysis, predictor, timings, start)
     on_stage("write")
     return report

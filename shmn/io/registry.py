@@ -190,6 +190,17 @@ def resolve_model(name_or_path: str | os.PathLike | None = None, registries: lis
     return model.path, model.entry
 
 
+def registered_entry_for_card(card: dict, registries: list[Path] | None = None) -> dict | None:
+    """The registry entry whose name@version a model card claims, or None when it claims none."""
+    name, version = card.get("name"), card.get("version")
+    if not isinstance(name, str) or not isinstance(version, str):
+        return None
+    for model in load_models(registries):
+        if model.name == name and model.version == version:
+            return model.entry
+    return None
+
+
 def _relative_file(weights: Path, registry: Path) -> str:
     try:
         return weights.resolve().relative_to(registry.parent.resolve()).as_posix()

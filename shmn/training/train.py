@@ -33,7 +33,7 @@ from shmn import __version__
 from shmn.training import distributed
 from shmn.io.atomic import ensure_writable_dir, write_json
 from shmn.training.case_cache import CaseCache
-from shmn.training.checkpoint import RunFiles, load_state, save_state, write_metrics_log
+from shmn.training.checkpoint import RunFiles, load_state, read_json_file, save_state, write_metrics_log
 from shmn.training.config import TrainConfig, config_from_dict, differences
 from shmn.training.curves import plot_curves
 from shmn.training.data import ShmnDataset, Splits, collate, describe_training_data, load_manifests, training_splits
@@ -100,12 +100,12 @@ def _open_run(files: RunFiles, config: TrainConfig, manifests: list[Manifest], r
         return None
     if not files.config.exists():
         raise ShmnError(f"{files.root}: no run to resume (no config.json); start it without --resume")
-    saved = config_from_dict(json.loads(files.config.read_text(encoding="utf-8")), str(files.config))
+    saved = config_from_dict(read_json_file(files.config, "configuration"), str(files.config))
     changed = differences(saved, config)
     if changed:
         raise ShmnError(f"{files.config}: --resume with a different configuration ({', '.join(changed)}); give the run's own config.json")
     if files.run.exists():
-        before = json.loads(files.run.read_text(encoding="utf-8")).get("manifests", sources)
+        before = read_json_file(files.run, "run description").get("manifests", sources)
         if before != sources:
             raise ShmnError(f"{files.run}: --resume with other --data ({sources}) than the run's ({before})")
     return load_state(files.state) if files.state.exists() else None
