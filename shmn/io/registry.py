@@ -174,6 +174,10 @@ def resolve_model(name_or_path: str | os.PathLike | None = None, registries: lis
             model = find_model(text, registries)
         else:
             path = Path(text).expanduser()
+            if not path.exists():
+                raise ShmnError(
+                    f"{path}: no such model file or run folder; expected a run folder, a {WEIGHTS_SUFFIX} file or a registered model name"
+                )
             if not path.name.endswith(WEIGHTS_SUFFIX):
                 raise ShmnError(f"{path}: model weights must be a {WEIGHTS_SUFFIX} file (pickled checkpoints are never loaded)")
             if not path.is_file():
