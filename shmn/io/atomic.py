@@ -42,6 +42,8 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
     os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
+        # Again after writing: some writers (safetensors) replace the file with a new private one.
+        os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
