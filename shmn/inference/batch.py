@@ -18,7 +18,7 @@ from shmn.errors import ShmnError
 from shmn.inference.engine import select_device
 from shmn.inference.predict import CASE_STAGES, PredictOptions, Predictor, load_predictor, predict_case
 from shmn.reporting.report import SUMMARY_COLUMNS, failure_row, summary_row
-from shmn.io.volume_io import IMAGE_SUFFIXES, case_name
+from shmn.io.volume_io import IMAGE_SUFFIXES, case_name, quiet_itk
 
 
 @dataclass
@@ -33,10 +33,11 @@ class CaseOutcome:
 
 
 def _dicom_series_in(folder: Path) -> bool:
-    try:
-        return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
-    except RuntimeError:
-        return False
+    with quiet_itk():  # "No Series were found" would print before any result or error line
+        try:
+            return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+        except RuntimeError:
+            return False
 
 
 def _is_image_file(path: Path) -> bool:
