@@ -69,3 +69,45 @@ def one_error_line(args, capfd, *expected) -> str:
 
 def volume_array(image: sitk.Image) -> np.ndarray:
     return sitk.GetArrayFromImage(image)
+
+
+def write_brain(anatomy, path, scale=1.0, spacing=SPACING, size=SIZE):
+    """A real MNI brain on a coarse grid as a NIfTI file (``scale`` changes its intensities)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(mni_brain(anatomy, spacing, size) * scale, str(path), True)
+    return path
+
+
+def write_dataset(folder, anatomy, masks: dict, splits=None) -> object:
+    """A dataset folder with manifest.json: one case per entry of ``masks`` (case id -> (mask array
+    on the image's grid or a ready sitk.Image, or None)). Returns the manifest path."""
+    import json
+
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "labels").mkdir(exist_ok=True)
+    brain = mni_brain(anatomy, spacing=(4.0, 4.0, 4.0), size=(45, 54, 45))
+    cases = []
+    for i, (case_id, mask) in enumerate(masks.items()):
+        image_rel = f"images/{case_id}.nii.gz"
+        sitk.WriteImage(brain, str(folder / image_rel), True)
+        entry = {"id": case_id, "image": image_rel, "pvl": None, "ventricles": None, "macs": None,
+                 "split": (splits or {}).get(case_id, "train")}
+        if mask is not None:
+            if isinstance(mask, np.ndarray):
+                label = sitk.GetImageFromArray(mask)
+                label.CopyInformation(brain)
+            else:
+                label = mask
+            entry["pvl"] = f"labels/{case_id}_pvl.nii.gz"
+            sitk.WriteImage(label, str(folder / entry["pvl"]), True)
+        cases.append(entry)
+    manifest = {"format": "shmn-manifest/1", "name": folder.name, "synthetic": True, "cases": cases}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return folder / "manifest.json"
+
+
+def lesion_mask(value=1, shape=(45, 54, 45)) -> np.ndarray:
+    """A small periventricular-sized block of ``value`` (z, y, x) on the dataset grid of write_dataset."""
+    mask = np.zeros(shape, dtype=np.uint8)
+    mask[20:23, 25:28, 18:21] = value
+    return mask
