@@ -98,21 +98,21 @@ def grid_from_card(card: dict, source: str) -> GridSpec:
 
 
 def preprocess_config_from_card(card: dict, source: str) -> PreprocessConfig:
-    """The card's preprocessing parameters (unknown keys ignored, tuples restored from JSON lists)."""
-    saved = dict(card.get("preprocessing") or card.get("preprocess") or {})
-    fields = {f.name for f in dataclasses.fields(PreprocessConfig)} - {"grid", "register", "registration"}
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in fields}
-    registration = saved.get("registration")
-    grid = grid_from_card(card, source)
-    try:
-        if isinstance(registration, dict):
-            known = {f.name for f in dataclasses.fields(RegistrationConfig)}
-            kwargs["registration"] = RegistrationConfig(
-                **{k: tuple(v) if isinstance(v, list) else v for k, v in registration.items() if k in known}
-            )
-        return PreprocessConfig(grid=grid, **kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ShmnError(f"{source}: model card 'preprocessing' is not valid ({exc})".splitlines()[0]) from None
+    """The card's preprocessing parameters (unknown keys ignored), each checked against its field's
+    type as a training config's are: a damaged or hostile card gives one line, not a traceback."""
+    from shmn.training.config import apply_overrides
+
+    saved = card.get("preprocessing") or card.get("preprocess") or {}
+    if not isinstance(saved, dict):
+        raise ShmnError(f"{source}: model card 'preprocessing' is {type(saved).__name__}; expected an object")
+    fields = {f.name for f in dataclasses.fields(PreprocessConfig)} - {"grid"}
+    known = {k: v for k, v in saved.items() if k in fields}
+    if isinstance(known.get("registration"), dict):
+        registration_fields = {f.name for f in dataclasses.fields(RegistrationConfig)}
+        known["registration"] = {k: v for k, v in known["registration"].items() if k in registration_fields}
+    else:
+        known.pop("registration", None)
+    return apply_overrides(PreprocessConfig(grid=grid_from_card(card, source)), known, f"{source}: model card", prefix="preprocessing.")
 
 
 def load_predictor(model: str | os.PathLike | None = None, registries: list[Path] | None = None, device: str = "cpu") -> Predictor:
