@@ -18,7 +18,6 @@ import pytest
 from shmn.errors import ShmnError
 from shmn.inference.batch import predict_many
 from shmn.inference.predict import PredictOptions, load_predictor, predict_case
-from shmn.io.claim import claim_case
 from battery_helpers import write_brain
 from engine_fixtures import make_tiny_model
 
@@ -155,6 +154,8 @@ def test_killed_batch_keeps_a_summary_and_the_next_run_cleans_up_and_finishes(si
 
 
 def test_a_claimed_case_is_refused_and_free_again_after_release(scans, predictor, tmp_path):
+    from shmn.io.claim import claim_case
+
     out = tmp_path / "out"
     out.mkdir()
     with claim_case(out, "flair"):
