@@ -159,3 +159,32 @@ def test_dicom_slices_with_a_gap_report_the_positions(thick_brain, tmp_path):
     positions = sorted(thick_brain.TransformIndexToPhysicalPoint((0, 0, k))[2] for k in (2, 4))
     assert f"{positions[0]:.2f}" in str(error.value) and f"{positions[1]:.2f}" in str(error.value)
     assert np.isfinite(positions).all()
+
+
+def test_damaged_end_slice_cannot_leave_a_gap_so_it_is_warned_about_in_stderr_and_the_report(thick_brain, model, tmp_path, capfd):
+    files = write_dicom_series(thick_brain, tmp_path / "series")
+    files[-1].write_bytes(files[-1].read_bytes()[:200])
+    out = tmp_path / "out"
+    status, lines, _ = run_cli(["predict", tmp_path / "series", "-o", out, "--model", model, "-q"], capfd)
+    assert status == 0, lines
+    assert any(line.startswith("shmn: warning: series: ") and files[-1].name in line for line in lines), lines
+    report = __import__("json").loads((out / "series" / "report.json").read_text())
+    assert any(files[-1].name in w and "no readable DICOM series" in w for w in report["warnings"])
+    assert report["input"]["geometry"]["size"][2] == 15
+
+
+def test_folder_with_two_series_says_which_one_was_read(thick_brain, tmp_path):
+    write_dicom_series(thick_brain, tmp_path / "series")
+    small = write_dicom_series(thick_brain[:, :, :4], tmp_path / "localiser")
+    for path in small:  # a second series (another UID) in the same folder
+        image = sitk.ReadImage(str(path))
+        image.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.999")
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()
+        writer.SetFileName(str(tmp_path / "series" / f"LOC{path.name}"))
+        writer.Execute(image)
+    from shmn.io.volume_io import InputWarning
+
+    with pytest.warns(InputWarning, match="holds 2 DICOM series; read the largest \\(16 slices"):
+        image = read_volume(tmp_path / "series")
+    assert image.GetSize()[2] == 16

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -35,7 +36,7 @@ from shmn.preprocessing.registration import RegistrationConfig
 from shmn.io.registry import registered_entry_for_card, resolve_model
 from shmn.reporting.report import ModelInfo, build_report, overview_caption
 from shmn.io.segfile import write_segmentation
-from shmn.io.volume_io import case_name, geometry, index_to_ras, read_volume
+from shmn.io.volume_io import InputWarning, case_name, geometry, index_to_ras, read_volume
 
 OUTPUT_FILES = {
     "pvl": "pvl.nii.gz",
@@ -276,6 +277,16 @@ def _write_outputs(folder: Path, native: sitk.Image, analysis: _Analysis, predic
     return report
 
 
+def _read_input(input_path: Path) -> tuple[sitk.Image, list[str]]:
+    """The validated input and what the reader warned about it (for report.json and stderr)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InputWarning)
+        native = read_volume(input_path)
+    for other in (w for w in caught if not issubclass(w.category, InputWarning)):
+        warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+    return native, [str(w.message) for w in caught if issubclass(w.category, InputWarning)]
+
+
 def predict_case(
     input_path: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -300,13 +311,14 @@ def predict_case(
             raise ShmnError(f"{target}: already exists; use --overwrite to replace it or choose another output folder")
         timings: dict[str, float] = {}
         tick = time.perf_counter()
-        native = read_volume(input_path)
+        native, input_warnings = _read_input(input_path)
         timings["read"] = time.perf_counter() - tick
         on_stage("read")
         # From here on everything lands in a temporary folder renamed into place only when the case is
         # complete: a failure (or Ctrl-C) anywhere below leaves no OUT/<case> behind.
         with atomic_dir(target, overwrite=options.overwrite) as folder:
             analysis = _analyse(native, case, input_path, predictor, options, timings, on_stage)
+            analysis.report_fields["warnings"] = input_warnings + analysis.report_fields["warnings"]
             report = _write_outputs(folder, native, analysis, predictor, timings, start)
     on_stage("write")
     return report

@@ -12,6 +12,7 @@ import gzip
 import os
 import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -33,6 +34,10 @@ MAX_VOXELS = 512 * 512 * 1024
 SLICE_SPACING_TOLERANCE = 0.05
 # Characters that cannot be part of a case name: it becomes a folder name under OUT.
 _UNSAFE_CASE = re.compile(r"[\\/\x00-\x1f]")
+
+
+class InputWarning(UserWarning):
+    """An input that can be read safely but deserves a look (shmn predict copies it into report.json)."""
 
 
 @contextlib.contextmanager
@@ -78,16 +83,37 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
             series = ()
         if not series:
             raise ShmnError(f"{folder}: folder holds no readable DICOM series; expected one DICOM series (or give an image file)")
+        members = {s: reader.GetGDCMSeriesFileNames(str(folder), s) for s in series}
         if len(series) > 1:
             # Pick the series with most slices: the localiser and derived series are smaller.
-            series = sorted(series, key=lambda s: len(reader.GetGDCMSeriesFileNames(str(folder), s)), reverse=True)
-        files = reader.GetGDCMSeriesFileNames(str(folder), series[0])
+            series = sorted(series, key=lambda s: len(members[s]), reverse=True)
+            warnings.warn(
+                f"{folder}: holds {len(series)} DICOM series; read the largest ({len(members[series[0]])} slices, "
+                f"series UID {series[0]}); give a folder with the FLAIR series alone to be sure",
+                InputWarning, stacklevel=3,
+            )
+        files = members[series[0]]
         check_slice_positions(folder, files)
+        _warn_about_stray_files(folder, {Path(f).name for s in series for f in members[s]})
         reader.SetFileNames(files)
         try:
             return reader.Execute()
         except RuntimeError as exc:
             raise ShmnError(f"{folder}: DICOM series could not be read ({_first_line(exc)})") from None
+
+
+def _warn_about_stray_files(folder: Path, in_series: set[str]) -> None:
+    # A damaged first or last slice leaves no gap to detect: it only shows as a file GDCM skipped.
+    stray = sorted(
+        p.name for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.name not in in_series and p.name.upper() != "DICOMDIR"
+    )
+    if stray:
+        warnings.warn(
+            f"{folder}: {len(stray)} file(s) are in no readable DICOM series ({', '.join(stray[:3])}{' ...' if len(stray) > 3 else ''}); "
+            "if one is a damaged slice at either end of the series, the volume lacks it",
+            InputWarning, stacklevel=4,
+        )
 
 
 def _slice_geometry(file: str) -> tuple[np.ndarray, np.ndarray] | None:
