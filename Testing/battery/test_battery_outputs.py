@@ -163,3 +163,41 @@ def test_a_claimed_case_is_refused_and_free_again_after_release(scans, predictor
             predict_case(scans["a/flair"], out, predictor, OPTIONS)
     predict_case(scans["a/flair"], out, predictor, OPTIONS)
     assert (out / "flair" / "report.json").is_file() and _hidden(out) == []
+
+
+def test_a_file_written_meanwhile_is_never_replaced_by_a_no_overwrite_write(tmp_path):
+    from shmn.io.atomic import atomic_path
+
+    target = tmp_path / "labels.nii.gz"
+    with pytest.raises(ShmnError, match="already exists"):
+        with atomic_path(target, overwrite=False) as tmp:
+            tmp.write_text("mine")
+            target.write_text("someone else's, written while mine was being made")
+    assert target.read_text().startswith("someone else's")
+    assert _hidden(tmp_path) == []
+
+
+def test_concurrent_registrations_keep_every_entry(tmp_path):
+    from shmn.io.registry import read_registry, register_model
+    from engine_fixtures import make_tiny_model as make
+
+    registry = tmp_path / "models.json"
+    paths = [make(tmp_path, version=f"0.0.{i}")[0] for i in range(6)]
+    start = threading.Barrier(len(paths))
+    errors = []
+
+    def register(i):
+        start.wait()
+        try:
+            register_model(paths[i], registry, name="tiny", version=f"0.0.{i}")
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=register, args=(i,)) for i in range(len(paths))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert sorted(m["version"] for m in read_registry(registry)) == [f"0.0.{i}" for i in range(6)]
+    assert not any(p.name.endswith(".lock") for p in tmp_path.iterdir())

@@ -56,18 +56,31 @@ def claim_case(out_dir: str | os.PathLike, case: str) -> Iterator[Path]:
     removed once the lock is held.
     """
     out_dir = Path(out_dir)
-    path = lock_path(out_dir, case)
+    busy = ShmnError(
+        f"{out_dir / case}: another shmn run is writing this case right now; "
+        "wait for it, or give this input another name or another output folder"
+    )
+    with exclusive(lock_path(out_dir, case), busy):
+        remove_stale_parts(out_dir, case)
+        yield out_dir / case
+
+
+@contextlib.contextmanager
+def exclusive(path: Path, busy: ShmnError, wait_s: float = 0.0) -> Iterator[None]:
+    """Hold an operating-system lock on ``path`` (created if needed, removed at the end); raise
+    ``busy`` when another process still holds it after ``wait_s`` seconds."""
+    deadline = time.monotonic() + wait_s
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise ShmnError(f"{path}: cannot create the case's lock file ({exc.strerror}); check the output folder") from None
+            raise ShmnError(f"{path}: cannot create a lock file ({exc.strerror}); check the folder's permissions") from None
         if not _try_lock(fd):
             os.close(fd)
-            raise ShmnError(
-                f"{out_dir / case}: another shmn run is writing this case right now; "
-                "wait for it, or give this input another name or another output folder"
-            )
+            if time.monotonic() >= deadline:
+                raise busy
+            time.sleep(0.05)
+            continue
         # The previous holder may have removed the file between our open and our lock: then we hold
         # a lock on a file nobody else can find, so start again on the current one.
         try:
@@ -80,8 +93,7 @@ def claim_case(out_dir: str | os.PathLike, case: str) -> Iterator[Path]:
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
-        remove_stale_parts(out_dir, case)
-        yield out_dir / case
+        yield
     finally:
         with contextlib.suppress(OSError):
             path.unlink()  # removed while still locked, so a waiting writer re-opens a fresh file

@@ -24,7 +24,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from shmn.io.atomic import write_json
+from shmn.io.atomic import ensure_writable_dir, write_json
+from shmn.io.claim import exclusive
 from shmn.io.digest import sha256_of  # noqa: F401 - part of this module's API
 from shmn.errors import ShmnError
 
@@ -32,6 +33,7 @@ RESOURCES_ENV = "SHMN_RESOURCES"
 USER_REGISTRY_ENV = "SHMN_MODEL_REGISTRY"
 REGISTRY_FILE = "models.json"
 WEIGHTS_SUFFIX = ".safetensors"
+REGISTRY_LOCK_WAIT_S = 30.0
 # Model-card keys worth copying into a registry entry (what a model selector shows without loading weights).
 CARD_FIELDS = ("preset", "grid", "tasks", "training_data", "metrics", "intended_use")
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
@@ -236,10 +238,15 @@ def register_model(
     entry = {"name": name, "version": version, "file": _relative_file(weights, registry), "sha256": sha256_of(weights)}
     entry.update(card_fields)
     entry["default"] = bool(default)
-    models = [m for m in read_registry(registry) if (m["name"], m["version"]) != (name, version)]
-    if default:
-        models = [{**m, "default": False} for m in models]
-    models.append(entry)
-    models.sort(key=lambda m: (m["name"], semver_key(m["version"])))
-    write_json(registry, {"models": models})
+    ensure_writable_dir(registry.parent)
+    # Read, change and write under a lock: two registrations at once (two annotators, two runs) would
+    # otherwise each write the registry they read, and the first one's entry would be lost.
+    busy = ShmnError(f"{registry}: another process is updating this model registry; try again in a moment")
+    with exclusive(registry.parent / f".{registry.name}.lock", busy, wait_s=REGISTRY_LOCK_WAIT_S):
+        models = [m for m in read_registry(registry) if (m["name"], m["version"]) != (name, version)]
+        if default:
+            models = [{**m, "default": False} for m in models]
+        models.append(entry)
+        models.sort(key=lambda m: (m["name"], semver_key(m["version"])))
+        write_json(registry, {"models": models})
     return entry
