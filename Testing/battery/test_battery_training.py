@@ -97,3 +97,34 @@ def test_evaluate_refuses_a_non_binary_reference_mask(anatomy, tmp_path, capfd):
     data = write_dataset(tmp_path / "data", anatomy, {"t1": mask}, splits={"t1": "test"})
     model, _ = make_tiny_model(tmp_path)
     one_error_line(["evaluate", model, "--data", data.parent, "--device", "cpu", "-q"], capfd, "'t1'", "t1_pvl.nii.gz", "binary")
+
+
+def test_second_training_in_a_busy_run_folder_is_refused(anatomy, tmp_path, capfd):
+    """Another process training in RUN (simulated by holding its lock, as that process would) means
+    a second `shmn train -o RUN` must not write the same checkpoints."""
+    import multiprocessing
+
+    data = write_dataset(tmp_path / "data", anatomy, {"p1": lesion_mask(), "p2": lesion_mask()})
+    run = tmp_path / "run"
+    fork = multiprocessing.get_context("fork")
+    ready, release = fork.Event(), fork.Event()
+    holder = fork.Process(target=_hold_run_lock, args=(str(run), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        one_error_line(["train", "single-pvl", "--data", data.parent, "-o", run, *TRAIN], capfd, str(run), "another shmn train")
+        assert not (run / "config.json").exists()
+    finally:
+        release.set()
+        holder.join(30)
+
+
+def _hold_run_lock(run, ready, release):
+    from pathlib import Path
+
+    from shmn.io.claim import exclusive
+
+    run = Path(run)
+    with exclusive(run.parent / f".{run.name}.lock", ShmnError("busy")):
+        ready.set()
+        release.wait(60)

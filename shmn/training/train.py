@@ -86,9 +86,27 @@ def train(
     """Train (or resume) a run in ``run_dir``; every rank of a torchrun job calls this."""
     ctx = distributed.setup(config.device, config.dist_timeout_min)
     try:
-        return _train(config, manifests, Path(run_dir), resume, progress, cache_dir, log, ctx)
+        with _claim_run(Path(run_dir), ctx):
+            return _train(config, manifests, Path(run_dir), resume, progress, cache_dir, log, ctx)
     finally:
         distributed.teardown(ctx)
+
+
+def _claim_run(run_dir: Path, ctx):
+    """One process trains in a run folder at a time: a second `shmn train -o RUN` (or --resume) started
+    while the first runs is refused instead of both writing the same checkpoints (shmn.io.claim).
+    A torchrun job skips this: its ranks share the folder by design, and a refusal on one rank would
+    leave the others waiting at a barrier."""
+    import contextlib
+
+    from shmn.io.atomic import ensure_writable_dir
+    from shmn.io.claim import exclusive
+
+    if ctx.world_size > 1:
+        return contextlib.nullcontext()
+    ensure_writable_dir(run_dir.parent)
+    busy = ShmnError(f"{run_dir}: another shmn train is running in this run folder; wait for it or choose another -o")
+    return exclusive(run_dir.parent / f".{run_dir.name}.lock", busy)
 
 
 def _open_run(files: RunFiles, config: TrainConfig, manifests: list[Manifest], resume: bool, ctx) -> dict | None:
