@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from shmn.network.model import SHMN, NetworkConfig
@@ -24,3 +26,15 @@ def make_tiny_model(folder, version="0.0.1", seed=0):
     path = folder / f"tiny-{version}.safetensors"
     sha = save_model(path, model, {**TINY_CARD, "version": version})
     return path, sha
+
+
+def link_inside(source_root: Path, relative: str | None, target: Path) -> str | None:
+    """A symbolic link at ``target/relative`` to the cohort's file: manifest paths must stay inside
+    their dataset folder, and links let a subset share the cohort's files without copying them."""
+    if relative is None:
+        return None
+    link = target / relative
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.is_symlink():
+        link.symlink_to((source_root / relative).resolve())
+    return relative

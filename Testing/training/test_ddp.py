@@ -18,6 +18,7 @@ import pytest
 import torch.multiprocessing as mp
 
 from shmn.io.manifest import Manifest, load_manifest
+from engine_fixtures import link_inside
 
 pytestmark = pytest.mark.xdist_group("ddp")
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
@@ -37,7 +38,7 @@ def _train_cases_only(cohort: Path, folder: Path) -> list[Path]:
         target = folder / dataset
         target.mkdir(parents=True)
         cases = [
-            replace(c, **{k: os.path.relpath(source.root / getattr(c, k), target) if getattr(c, k) else None for k in ("image", "pvl", "ventricles")})
+            replace(c, **{k: link_inside(source.root, getattr(c, k), target) for k in ("image", "pvl", "ventricles")})
             for c in source.split("train")[:2]
         ]
         Manifest(root=target, cases=cases, name=source.name, synthetic=source.synthetic).save()

@@ -23,12 +23,13 @@ from shmn.errors import ShmnError
 from shmn.io.manifest import Manifest, load_manifest
 from shmn.network.model_file import read_card
 from shmn.training.train import EPOCH_PREFIX, train
+from engine_fixtures import link_inside
 
 pytestmark = pytest.mark.xdist_group("train")
 
 
 def subset(cohort: Path, folder: Path, picks: dict[str, list[str]]) -> list[Path]:
-    """Manifests holding only some cases of the cohort (paths rewritten relative to ``folder``)."""
+    """Manifests holding only some cases of the cohort (files linked into ``folder``)."""
     paths = []
     for dataset, ids in picks.items():
         source = load_manifest(cohort / dataset)
@@ -37,7 +38,7 @@ def subset(cohort: Path, folder: Path, picks: dict[str, list[str]]) -> list[Path
         cases = []
         for case in source.cases:
             if case.id in ids:
-                rel = {k: os.path.relpath(source.root / getattr(case, k), target) if getattr(case, k) else None for k in ("image", "pvl", "ventricles")}
+                rel = {k: link_inside(source.root, getattr(case, k), target) for k in ("image", "pvl", "ventricles")}
                 cases.append(replace(case, **rel))
         Manifest(root=target, cases=cases, name=source.name, synthetic=source.synthetic).save()
         paths.append(target)

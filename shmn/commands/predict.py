@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -50,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     )
     created = not out_dir.exists()
     try:
-        outcomes = predict_many(inputs, out_dir, predictor, options, progress=not quiet, on_failure=None if len(inputs) == 1 else _print_failure)
+        with _cleanup_on_sigterm():
+            outcomes = predict_many(inputs, out_dir, predictor, options, progress=not quiet, on_failure=None if len(inputs) == 1 else _print_failure)
     except ShmnError:
         _remove_if_empty(out_dir, created)
         raise
@@ -68,6 +70,27 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{outcome.case}: {', '.join(findings(outcome.report))} -> {outcome.folder}")
         print(f"{len(outcomes) - len(failed)} of {len(outcomes)} case(s) done; summary: {out_dir / 'summary.csv'}")
     return 1 if failed else 0
+
+
+@contextlib.contextmanager
+def _cleanup_on_sigterm():
+    """SIGTERM (what Slicer's Cancel sends) raises SystemExit in the main thread, so that the case
+    being written removes its temporary folder and releases its claim instead of leaving them behind."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _print_failure(outcome) -> None:

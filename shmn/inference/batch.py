@@ -13,13 +13,14 @@ from typing import Callable, Iterable
 import SimpleITK as sitk
 
 from shmn.io.atomic import ensure_writable_dir, write_text
+from shmn.io.claim import remove_stale_temp_files
 from shmn.errors import ShmnError
 from shmn.progress import progress_bar
 from shmn.contract import SUMMARY_CSV_FILE
 from shmn.devices import resolve_device
 from shmn.inference.predict import CASE_STAGES, PredictOptions, Predictor, load_predictor, predict_case
 from shmn.reporting.report import SUMMARY_COLUMNS, failure_row, summary_row
-from shmn.io.volume_io import IMAGE_SUFFIXES, case_name
+from shmn.io.volume_io import IMAGE_SUFFIXES, case_name, quiet_itk
 
 
 @dataclass
@@ -34,10 +35,11 @@ class CaseOutcome:
 
 
 def _dicom_series_in(folder: Path) -> bool:
-    try:
-        return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
-    except RuntimeError:
-        return False
+    with quiet_itk():  # "No Series were found" would print before any result or error line
+        try:
+            return bool(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+        except RuntimeError:
+            return False
 
 
 def _is_image_file(path: Path) -> bool:
@@ -80,18 +82,43 @@ class _StageBar:
 
 
 def write_summary(path: Path, outcomes: list[CaseOutcome]) -> Path:
+    """OUT/summary.csv: one row per case folder in OUT (read from its report.json, whichever run
+    wrote it), plus a "failed" row for each of ``outcomes`` that failed and has no folder.
+
+    Built from the folder, not from the current run alone: adding one case to an output folder
+    holding ten keeps eleven rows, and a re-run whose cases already exist still lists their results.
+    """
     import csv
     import io
 
+    rows = {case: row for case, row in summary_rows_in(path.parent).items()}
+    for outcome in outcomes:
+        if outcome.status != "ok" and outcome.case not in rows:
+            rows[outcome.case] = failure_row(outcome.case, outcome.error, outcome.seconds)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    for outcome in outcomes:
-        if outcome.status == "ok" and outcome.report is not None:
-            writer.writerow(summary_row(outcome.report, outcome.seconds))
-        else:
-            writer.writerow(failure_row(outcome.case, outcome.error, outcome.seconds))
+    for case in sorted(rows):
+        writer.writerow(rows[case])
+    remove_stale_temp_files(path.parent, path.name)
     return write_text(path, buffer.getvalue())
+
+
+def summary_rows_in(out_dir: Path) -> dict[str, dict]:
+    """case -> summary row of every finished case folder in ``out_dir`` (hidden temporary folders skipped)."""
+    import json
+
+    rows: dict[str, dict] = {}
+    for folder in sorted(Path(out_dir).iterdir()):
+        report_file = folder / "report.json"
+        if folder.name.startswith(".") or not folder.is_dir() or not report_file.is_file():
+            continue
+        try:
+            report = json.loads(report_file.read_text(encoding="utf-8"))
+            rows[folder.name] = summary_row(report, float(report.get("timings_s", {}).get("total", 0.0)))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            rows[folder.name] = failure_row(folder.name, f"{report_file}: unreadable report ({exc})", 0.0)
+    return rows
 
 
 def predict_many(
@@ -117,8 +144,9 @@ def predict_many(
     seen: dict[str, Path] = {}
     for path in progress_bar(paths, desc="shmn predict", unit="case", enabled=progress and len(paths) > 1):
         start = time.perf_counter()
-        case = case_name(path)
+        case = path.name
         try:
+            case = case_name(path)
             if case in seen:
                 raise ShmnError(f"{path}: gives the same case name '{case}' as {seen[case]}; rename one of them")
             seen[case] = path
@@ -137,6 +165,7 @@ def predict_many(
             outcomes.append(CaseOutcome(path, case, "failed", time.perf_counter() - start, error=error))
         if outcomes[-1].status == "failed" and on_failure is not None:
             on_failure(outcomes[-1])
-    if len(outcomes) > 1 or any(o.status == "ok" for o in outcomes):
-        write_summary(out_dir / SUMMARY_CSV_FILE, outcomes)
+        # After every case, so that a killed batch still leaves a summary of what it finished.
+        if len(paths) > 1 or any(o.status == "ok" for o in outcomes):
+            write_summary(out_dir / SUMMARY_CSV_FILE, outcomes)
     return outcomes

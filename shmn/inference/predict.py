@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,7 +22,8 @@ from typing import Callable
 import numpy as np
 import SimpleITK as sitk
 
-from shmn.io.atomic import atomic_dir
+from shmn.io.atomic import atomic_dir, ensure_writable_dir
+from shmn.io.claim import claim_case
 from shmn.errors import ShmnError
 from shmn.inference.engine import InferenceOptions, InferenceResult, run_inference
 from shmn.measures.lesions import density_peaks, lesion_centres
@@ -32,10 +34,10 @@ from shmn.network.model_file import load_model
 from shmn.reporting.overview import render_overview
 from shmn.preprocessing.preprocess import GRIDS, GridSpec, PreprocessConfig, PreprocessedCase, preprocess, to_native
 from shmn.preprocessing.registration import RegistrationConfig
-from shmn.io.registry import resolve_model
+from shmn.io.registry import registered_entry_for_card, resolve_model
 from shmn.reporting.report import ModelInfo, build_report, overview_caption
 from shmn.io.segfile import write_segmentation
-from shmn.io.volume_io import case_name, geometry, index_to_ras, read_volume
+from shmn.io.volume_io import InputWarning, case_name, geometry, index_to_ras, read_volume
 
 OUTPUT_FILES = {
     "pvl": contract.PVL_FILE,
@@ -73,6 +75,12 @@ class Predictor:
     card: dict
     info: ModelInfo
     preprocess: PreprocessConfig
+    warnings: list[str] = dataclasses.field(default_factory=list)  # written into every report it makes
+
+
+# A card's model grid must be one a brain MRI can be resampled to without exhausting memory.
+GRID_SPACING_MM = (0.25, 10.0)
+GRID_SIZE = (4, 512)
 
 
 def grid_from_card(card: dict, source: str) -> GridSpec:
@@ -80,32 +88,61 @@ def grid_from_card(card: dict, source: str) -> GridSpec:
     if isinstance(grid, str) and grid in GRIDS:
         return GRIDS[grid]
     if isinstance(grid, dict) and "spacing_mm" in grid and "size" in grid:
-        return GridSpec(float(grid["spacing_mm"]), tuple(int(n) for n in grid["size"]))
+        spacing, size = grid["spacing_mm"], grid["size"]
+        ok_spacing = isinstance(spacing, (int, float)) and not isinstance(spacing, bool) and GRID_SPACING_MM[0] <= spacing <= GRID_SPACING_MM[1]
+        ok_size = isinstance(size, (list, tuple)) and len(size) == 3 and all(
+            isinstance(n, int) and not isinstance(n, bool) and GRID_SIZE[0] <= n <= GRID_SIZE[1] for n in size
+        )
+        if ok_spacing and ok_size:
+            return GridSpec(float(spacing), tuple(size))
+        raise ShmnError(
+            f"{source}: model card 'grid' {grid!r} is out of range; expected spacing_mm in {GRID_SPACING_MM[0]}-{GRID_SPACING_MM[1]} "
+            f"and 3 integer sizes in {GRID_SIZE[0]}-{GRID_SIZE[1]}"
+        )
     raise ShmnError(f"{source}: model card has no usable 'grid' ({grid!r}); expected a grid name or {{spacing_mm, size}}")
 
 
 def preprocess_config_from_card(card: dict, source: str) -> PreprocessConfig:
-    """The card's preprocessing parameters (unknown keys ignored, tuples restored from JSON lists)."""
-    saved = dict(card.get("preprocessing") or card.get("preprocess") or {})
-    fields = {f.name for f in dataclasses.fields(PreprocessConfig)} - {"grid", "register", "registration"}
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in fields}
-    registration = saved.get("registration")
-    if isinstance(registration, dict):
-        known = {f.name for f in dataclasses.fields(RegistrationConfig)}
-        kwargs["registration"] = RegistrationConfig(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in registration.items() if k in known}
-        )
-    return PreprocessConfig(grid=grid_from_card(card, source), **kwargs)
+    """The card's preprocessing parameters (unknown keys ignored), each checked against its field's
+    type as a training config's are: a damaged or hostile card gives one line, not a traceback."""
+    from shmn.training.config import apply_overrides
+
+    saved = card.get("preprocessing") or card.get("preprocess") or {}
+    if not isinstance(saved, dict):
+        raise ShmnError(f"{source}: model card 'preprocessing' is {type(saved).__name__}; expected an object")
+    fields = {f.name for f in dataclasses.fields(PreprocessConfig)} - {"grid"}
+    known = {k: v for k, v in saved.items() if k in fields}
+    if isinstance(known.get("registration"), dict):
+        registration_fields = {f.name for f in dataclasses.fields(RegistrationConfig)}
+        known["registration"] = {k: v for k, v in known["registration"].items() if k in registration_fields}
+    else:
+        known.pop("registration", None)
+    return apply_overrides(PreprocessConfig(grid=grid_from_card(card, source)), known, f"{source}: model card", prefix="preprocessing.")
 
 
 def load_predictor(model: str | os.PathLike | None = None, registries: list[Path] | None = None, device: str = "cpu") -> Predictor:
     """Resolve a registry name, name@version, .safetensors path or None (the default) and load it."""
     path, entry = resolve_model(model, registries)
     network, card = load_model(path, expected_sha256=entry["sha256"] if entry else None, device=device)
+    notes: list[str] = []
+    name = version = None
+    if not entry:
+        # A file given by path: its card may claim a registered name@version. Only the registry's
+        # sha256 can confirm that claim; a copy with other bytes must not report under that name.
+        digest = sha256_of(path)
+        claimed = registered_entry_for_card(card, registries)
+        if claimed is not None and str(claimed["sha256"]).lower() == digest:
+            entry = claimed
+        elif claimed is not None:
+            name, version = f"unregistered model, sha256 {digest}", "unregistered"
+            notes.append(
+                f"model {path}: its card claims {claimed['name']} {claimed['version']}, but its sha256 {digest} is not the "
+                f"registry's {claimed['sha256']}: the file was changed or damaged; results are from an unregistered model"
+            )
     entry = entry or {}
     info = ModelInfo(
-        name=entry.get("name") or card.get("name") or Path(path).name.removesuffix(".safetensors"),
-        version=entry.get("version") or card.get("version") or "unversioned",
+        name=name or entry.get("name") or card.get("name") or Path(path).name.removesuffix(".safetensors"),
+        version=version or entry.get("version") or card.get("version") or "unversioned",
         sha256=entry.get("sha256") or sha256_of(path),
         file=str(path),
         registered=bool(entry),
@@ -115,7 +152,7 @@ def load_predictor(model: str | os.PathLike | None = None, registries: list[Path
         intended_use=entry.get("intended_use") or card.get("intended_use"),
         metrics=entry.get("metrics") or card.get("metrics"),
     )
-    return Predictor(network, card, info, preprocess_config_from_card(card, str(path)))
+    return Predictor(network, card, info, preprocess_config_from_card(card, str(path)), notes)
 
 
 def native_probability(probability: np.ndarray | None, case: PreprocessedCase, native: sitk.Image) -> sitk.Image:
@@ -248,7 +285,7 @@ def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predict
             "localization_peak": options.localization_threshold,
         },
         outputs=dict(OUTPUT_FILES, **({f"{k}_probability": PROBABILITY_FILES[k] for k in PROBABILITY_FILES} if options.probabilities else {})),
-        warnings=[w for w in [prep.quality.get("warning")] if w] + list(result.warnings),
+        warnings=list(predictor.warnings) + [w for w in [prep.quality.get("warning")] if w] + list(result.warnings),
     )
     timings["postprocess"] += time.perf_counter() - tick
     kept = {k: v for k, v in probabilities.items() if options.probabilities}
@@ -273,6 +310,16 @@ def _write_outputs(folder: Path, native: sitk.Image, analysis: _Analysis, predic
     return report
 
 
+def _read_input(input_path: Path) -> tuple[sitk.Image, list[str]]:
+    """The validated input and what the reader warned about it (for report.json and stderr)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InputWarning)
+        native = read_volume(input_path)
+    for other in (w for w in caught if not issubclass(w.category, InputWarning)):
+        warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+    return native, [str(w.message) for w in caught if issubclass(w.category, InputWarning)]
+
+
 def predict_case(
     input_path: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -288,18 +335,23 @@ def predict_case(
     input_path = Path(input_path)
     predictor = model if isinstance(model, Predictor) else load_predictor(model)
     case = case_name(input_path)
-    target = Path(out_dir) / case
-    if target.exists() and not options.overwrite:
-        raise ShmnError(f"{target}: already exists; use --overwrite to replace it or choose another output folder")
-    timings: dict[str, float] = {}
-    tick = time.perf_counter()
-    native = read_volume(input_path)
-    timings["read"] = time.perf_counter() - tick
-    on_stage("read")
-    # From here on everything lands in a temporary folder renamed into place only when the case is
-    # complete: a failure (or Ctrl-C) anywhere below leaves no OUT/<case> behind.
-    with atomic_dir(target, overwrite=options.overwrite) as folder:
-        analysis = _analyse(native, case, input_path, predictor, options, timings, on_stage)
-        report = _write_outputs(folder, native, analysis, predictor, timings, start)
+    ensure_writable_dir(out_dir)
+    # The case is claimed before its existence is checked and held until its folder is in place:
+    # a second writer of the same case name is refused instead of silently replacing (or being
+    # replaced by) this one (shmn.io.claim).
+    with claim_case(out_dir, case) as target:
+        if target.exists() and not options.overwrite:
+            raise ShmnError(f"{target}: already exists; use --overwrite to replace it or choose another output folder")
+        timings: dict[str, float] = {}
+        tick = time.perf_counter()
+        native, input_warnings = _read_input(input_path)
+        timings["read"] = time.perf_counter() - tick
+        on_stage("read")
+        # From here on everything lands in a temporary folder renamed into place only when the case is
+        # complete: a failure (or Ctrl-C) anywhere below leaves no OUT/<case> behind.
+        with atomic_dir(target, overwrite=options.overwrite) as folder:
+            analysis = _analyse(native, case, input_path, predictor, options, timings, on_stage)
+            analysis.report_fields["warnings"] = input_warnings + analysis.report_fields["warnings"]
+            report = _write_outputs(folder, native, analysis, predictor, timings, start)
     on_stage("write")
     return report

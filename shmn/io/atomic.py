@@ -42,10 +42,28 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
     os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
-        os.replace(tmp_path, target)
+        # Again after writing: some writers (safetensors) replace the file with a new private one.
+        os.chmod(tmp_path, 0o666 & ~umask)
+        if overwrite:
+            os.replace(tmp_path, target)
+        else:
+            _link_new(tmp_path, target)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _link_new(tmp: Path, target: Path) -> None:
+    """Put ``tmp`` in place only if ``target`` still does not exist: a hard link fails atomically when
+    it does, where "check, then replace" would overwrite a file written in between."""
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise ShmnError(f"{target}: already exists; choose another output or remove it first") from None
+    except OSError:  # file systems without hard links: the check-then-replace is the best there is
+        if target.exists():
+            raise ShmnError(f"{target}: already exists; choose another output or remove it first") from None
+        os.replace(tmp, target)
 
 
 def write_text(path: str | os.PathLike, text: str, overwrite: bool = True) -> Path:

@@ -150,10 +150,26 @@ def validate(manifest: Manifest, check_files: bool = True) -> None:
             rel = getattr(case, key)
             if rel is None:
                 continue
-            if not isinstance(rel, str) or os.path.isabs(rel):
+            if not isinstance(rel, str) or os.path.isabs(rel) or Path(rel).is_absolute():
                 raise ShmnError(f"{where}: case {case.id!r} {key} path {rel!r} must be relative to the manifest's folder")
+            if not inside_dataset(rel):
+                # "../../elsewhere/x.nii.gz" would train on (or let a label save overwrite) a file outside the dataset.
+                raise ShmnError(f"{where}: case {case.id!r} {key} path {rel!r} leaves the dataset folder; expected a path inside it")
             if check_files and not (manifest.root / rel).exists():
                 raise ShmnError(f"{where}: case {case.id!r} {key} file {rel} does not exist")
+
+
+def inside_dataset(relative: str) -> bool:
+    """Whether a manifest path stays inside the dataset folder once "." and ".." are applied (both "/"
+    and "\\" count as separators, so a manifest written on Windows is judged the same). A symbolic link
+    inside the folder may still point elsewhere: that is the dataset owner's choice, not the manifest's."""
+    parts = [p for p in relative.replace("\\", "/").split("/") if p not in ("", ".")]
+    depth = 0
+    for part in parts:
+        depth += -1 if part == ".." else 1
+        if depth < 0:
+            return False
+    return depth > 0
 
 
 def label_status(manifest: Manifest) -> dict[str, int]:

@@ -25,13 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shmn.contract import CARD_FIELDS, WEIGHTS_SUFFIX  # noqa: F401 - CARD_FIELDS: what a registry entry copies from a card
-from shmn.io.atomic import write_json
+from shmn.io.atomic import ensure_writable_dir, write_json
+from shmn.io.claim import exclusive
 from shmn.io.digest import sha256_of  # noqa: F401 - part of this module's API
 from shmn.errors import ShmnError
 
 RESOURCES_ENV = "SHMN_RESOURCES"
 USER_REGISTRY_ENV = "SHMN_MODEL_REGISTRY"
 REGISTRY_FILE = "models.json"
+REGISTRY_LOCK_WAIT_S = 30.0
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$")
 
 
@@ -172,6 +174,10 @@ def resolve_model(name_or_path: str | os.PathLike | None = None, registries: lis
             model = find_model(text, registries)
         else:
             path = Path(text).expanduser()
+            if not path.exists():
+                raise ShmnError(
+                    f"{path}: no such model file or run folder; expected a run folder, a {WEIGHTS_SUFFIX} file or a registered model name"
+                )
             if not path.name.endswith(WEIGHTS_SUFFIX):
                 raise ShmnError(f"{path}: model weights must be a {WEIGHTS_SUFFIX} file (pickled checkpoints are never loaded)")
             if not path.is_file():
@@ -186,6 +192,17 @@ def resolve_model(name_or_path: str | os.PathLike | None = None, registries: lis
             "reinstall the extension or register the model again"
         )
     return model.path, model.entry
+
+
+def registered_entry_for_card(card: dict, registries: list[Path] | None = None) -> dict | None:
+    """The registry entry whose name@version a model card claims, or None when it claims none."""
+    name, version = card.get("name"), card.get("version")
+    if not isinstance(name, str) or not isinstance(version, str):
+        return None
+    for model in load_models(registries):
+        if model.name == name and model.version == version:
+            return model.entry
+    return None
 
 
 def _relative_file(weights: Path, registry: Path) -> str:
@@ -219,10 +236,15 @@ def register_model(
     entry = {"name": name, "version": version, "file": _relative_file(weights, registry), "sha256": sha256_of(weights)}
     entry.update(card_fields)
     entry["default"] = bool(default)
-    models = [m for m in read_registry(registry) if (m["name"], m["version"]) != (name, version)]
-    if default:
-        models = [{**m, "default": False} for m in models]
-    models.append(entry)
-    models.sort(key=lambda m: (m["name"], semver_key(m["version"])))
-    write_json(registry, {"models": models})
+    ensure_writable_dir(registry.parent)
+    # Read, change and write under a lock: two registrations at once (two annotators, two runs) would
+    # otherwise each write the registry they read, and the first one's entry would be lost.
+    busy = ShmnError(f"{registry}: another process is updating this model registry; try again in a moment")
+    with exclusive(registry.parent / f".{registry.name}.lock", busy, wait_s=REGISTRY_LOCK_WAIT_S):
+        models = [m for m in read_registry(registry) if (m["name"], m["version"]) != (name, version)]
+        if default:
+            models = [{**m, "default": False} for m in models]
+        models.append(entry)
+        models.sort(key=lambda m: (m["name"], semver_key(m["version"])))
+        write_json(registry, {"models": models})
     return entry

@@ -6,13 +6,12 @@ is the voxel size in mm in the same order. Conventions for empty masks are state
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
-from monai.metrics import compute_dice, compute_hausdorff_distance, compute_roc_auc
+from monai.metrics import compute_dice, compute_roc_auc
 
 from shmn.measures.lesions import lesion_components
 
@@ -41,25 +40,40 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 def hd95(pred: np.ndarray, truth: np.ndarray, spacing_zyx: Sequence[float]) -> float:
-    """95th-percentile symmetric Hausdorff distance in mm between the masks' surfaces.
+    """95th-percentile Hausdorff distance in mm, as the MICCAI 2017 WMH segmentation challenge
+    defines it (its evaluation.py, getHausdorff): each mask's boundary is the mask minus its
+    in-plane 2D erosion (radius 1 along x and y, none across slices, ITK's BinaryErode), the
+    distances from every boundary voxel of one mask to the nearest of the other are taken both
+    ways, and the result is the larger of the two 95th percentiles.
+
+    On thick-slice images this differs from a 3D surface distance: the slabs at the top and
+    bottom of a lesion are not all boundary, only their in-plane rims are.
 
     0.0 when both masks are empty (they agree); ``inf`` when exactly one is empty (no distance is
     defined and any finite number would flatter the prediction) -- average it with care (e.g. report
     how many cases were infinite, or use a median).
     """
+    import SimpleITK as sitk
+    from scipy.spatial import cKDTree
+
     pred, truth = _pair(pred, truth)
+    if pred.ndim != 3:
+        raise ValueError(f"hd95 needs 3D masks (z, y, x), got {pred.ndim} dimensions")
     if not pred.any() and not truth.any():
         return 0.0
     if not pred.any() or not truth.any():
         return float("inf")
-    spacing = [float(s) for s in spacing_zyx]
-    with warnings.catch_warnings():
-        # MONAI 1.5+ warns about its own internal use of a deprecated argument; nothing for us to fix.
-        warnings.simplefilter("ignore", FutureWarning)
-        value = compute_hausdorff_distance(
-            _as_batch(pred), _as_batch(truth), include_background=True, percentile=95, spacing=spacing
-        )
-    return float(value.reshape(-1)[0])
+    spacing = np.array([float(s) for s in spacing_zyx])
+
+    def boundary_points_mm(mask: np.ndarray) -> np.ndarray:
+        image = sitk.GetImageFromArray(mask.astype(np.uint8))
+        eroded = sitk.GetArrayViewFromImage(sitk.BinaryErode(image, (1, 1, 0)))
+        return np.argwhere(mask & (eroded == 0)) * spacing
+
+    pred_points, truth_points = boundary_points_mm(pred), boundary_points_mm(truth)
+    truth_to_pred = cKDTree(pred_points).query(truth_points, k=1)[0]
+    pred_to_truth = cKDTree(truth_points).query(pred_points, k=1)[0]
+    return float(max(np.percentile(truth_to_pred, 95), np.percentile(pred_to_truth, 95)))
 
 
 @dataclass(frozen=True)

@@ -54,9 +54,26 @@ def _check_exists(path: Path) -> None:
         raise ShmnError(f"{path}: model file not found; check the path or the model registry")
 
 
+# What a model card may ask for before a network is built from it: a hostile or damaged card
+# ("macs_hidden": 1e9) must be refused here, not by an allocation of gigabytes or a traceback.
+NETWORK_LIMITS = {"base_filters": (1, 512), "levels": (1, 8), "in_channels": (1, 16), "macs_hidden": (1, 8192)}
+
+
 def _network_config(network: object, path: str | os.PathLike) -> NetworkConfig:
     if not isinstance(network, dict):
         raise ShmnError(f"{path}: model card 'network' is {type(network).__name__}; expected an object")
+    for key, (low, high) in NETWORK_LIMITS.items():
+        if key not in network:
+            continue
+        value = network[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ShmnError(f"{path}: model card 'network.{key}' is {value!r}; expected an integer from {low} to {high}")
+    dropout = network.get("dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+        raise ShmnError(f"{path}: model card 'network.dropout' is {dropout!r}; expected a number in [0, 1)")
+    tasks = network.get("tasks", ())
+    if not isinstance(tasks, (list, tuple)) or not all(isinstance(t, str) for t in tasks):
+        raise ShmnError(f"{path}: model card 'network.tasks' is {tasks!r}; expected a list of task names")
     try:
         return NetworkConfig(**network)
     except (TypeError, ValueError) as exc:

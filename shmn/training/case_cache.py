@@ -157,7 +157,11 @@ class CaseCache:
                 stats.hits += 1
                 continue
             case = case or self._rebuild_case(image_entry)
-            mask = (to_model_grid(read_volume(label, check_values=False), case) > 0).astype(np.uint8)
+            mask_image = read_volume(label, check_values=False)
+            from shmn.training.data import check_label_mask  # data imports this module
+
+            check_label_mask(mask_image, sample.image, label, getattr(sample, "case_id", "") or sample.id)
+            mask = (to_model_grid(mask_image, case) > 0).astype(np.uint8)
             if kind == "pvl":
                 spacing = (self.config.grid.spacing_mm,) * 3
                 _save(entry, mask=mask, density=density_map(mask, spacing, self.density_sigma_mm).astype(np.float32))

@@ -86,6 +86,17 @@ def load_state(path: Path) -> dict:
     return state
 
 
+def read_json_file(path: Path, what: str) -> dict:
+    """A run folder's JSON file (config.json, run.json) as a dict, or one line saying it is damaged."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ShmnError(f"{path}: the run's {what} is damaged ({type(exc).__name__}: {exc}); restore it or start a new run") from None
+    if not isinstance(data, dict):
+        raise ShmnError(f"{path}: the run's {what} is {type(data).__name__}; expected a JSON object")
+    return data
+
+
 def write_metrics_log(path: Path, history: list[dict]) -> None:
     """The whole log, rewritten atomically (readers that tail it see whole lines only)."""
     write_text(path, "".join(json.dumps(record, allow_nan=True) + "\n" for record in history))
@@ -94,4 +105,12 @@ def write_metrics_log(path: Path, history: list[dict]) -> None:
 def read_metrics_log(path: Path) -> list[dict]:
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError as exc:
+            raise ShmnError(f"{path}: line {number} is damaged ({exc}); the metrics log is rewritten on --resume") from None
+    return records

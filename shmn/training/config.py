@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import types
 import typing
@@ -134,6 +135,12 @@ def validate(cfg: TrainConfig) -> None:
         raise bad("network.levels", f"{cfg.network.levels} needs grid sizes divisible by {divisor}; grid {cfg.grid!r} is {size}")
     if cfg.epochs < 0 or cfg.batch_size < 1 or cfg.val_every < 1 or cfg.num_workers < 0:
         raise bad("epochs/batch_size/val_every/num_workers", "must be >= 0, >= 1, >= 1 and >= 0")
+    numbers = {"lr": cfg.lr, "weight_decay": cfg.weight_decay, "plateau_factor": cfg.plateau_factor, "min_lr": cfg.min_lr,
+               "ventricle_val_fraction": cfg.ventricle_val_fraction, "density_sigma_mm": cfg.density_sigma_mm,
+               "dist_timeout_min": cfg.dist_timeout_min}
+    for key, value in numbers.items():
+        if not math.isfinite(value):
+            raise bad(key, f"is {value}; expected a finite number")
     if cfg.lr <= 0 or not 0 < cfg.plateau_factor < 1 or cfg.plateau_patience < 0:
         raise bad("lr/plateau_factor/plateau_patience", "must be > 0, in (0, 1) and >= 0")
     from shmn.devices import parse_device  # here, not at the top: shmn.devices reads DEVICES from this module
@@ -251,6 +258,9 @@ def _coerce(value, hint, key: str, where: str):
         if origin is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                # JSON lets NaN and Infinity through; a NaN learning rate trains nothing without a word.
+                raise ShmnError(f"{where}: {key!r} is {value!r}; expected a finite number")
             return float(value)
         if origin is str and isinstance(value, str):
             return value

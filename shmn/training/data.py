@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 from torch.utils.data import Dataset, default_collate
 
@@ -36,6 +37,7 @@ from shmn.training.case_cache import CaseCache
 from shmn.training.config import TrainConfig
 from shmn.errors import ShmnError
 from shmn.io.manifest import Case, Manifest, load_manifest
+from shmn.io.volume_io import read_volume
 
 DENSE_KEYS = ("pvl", "density", "ventricles")
 
@@ -57,6 +59,62 @@ class Splits:
     train: list[Sample]
     val: list[Sample]
     notes: dict = field(default_factory=dict)
+
+
+# Values a binary mask may hold: 0/1, or 0/255 as many tools save them.
+BINARY_LABEL_VALUES = ({0, 1}, {0, 255})
+# How far (in mask voxels) an image corner may lie outside the mask's grid: rounding of origins.
+COVERAGE_TOLERANCE_VOXELS = 1.0
+
+
+def image_grid(path: Path) -> tuple[sitk.Image, tuple[int, ...]]:
+    """(a 1-voxel image carrying the image's spacing, origin and direction; its size), from the header
+    alone where the format allows: checking a mask's coverage needs no pixel data."""
+    from shmn.io.volume_io import quiet_itk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        if Path(path).is_dir():
+            raise RuntimeError("a DICOM folder has no single header")
+        with quiet_itk():
+            reader.ReadImageInformation()
+    except RuntimeError:
+        image = read_volume(path, check_values=False)  # gives the one-line error for a bad file
+        return image, tuple(image.GetSize())
+    grid = sitk.Image([1] * reader.GetDimension(), sitk.sitkUInt8)
+    grid.SetSpacing(reader.GetSpacing())
+    grid.SetOrigin(reader.GetOrigin())
+    grid.SetDirection(reader.GetDirection())
+    return grid, tuple(reader.GetSize())
+
+
+def check_label_mask(mask: sitk.Image, image_path: Path, mask_path: Path, case_id: str) -> None:
+    """Refuse a training or evaluation mask that is not binary or does not cover its image.
+
+    A mask labelled 0..5 would otherwise train as lesion everywhere it is non-zero, and a mask on a
+    grid that misses its image resamples to an empty mask: both silently teach or score the wrong thing.
+    """
+    values = set(np.unique(sitk.GetArrayViewFromImage(mask)).tolist())
+    if not any(values <= allowed for allowed in BINARY_LABEL_VALUES):
+        shown = sorted(values)[:8]
+        raise ShmnError(
+            f"{mask_path}: case {case_id!r} mask holds the values {shown}{' ...' if len(values) > 8 else ''}; "
+            "expected a binary mask (0/1 or 0/255)"
+        )
+    image, size = image_grid(image_path)
+    mask_size = np.array(mask.GetSize(), dtype=float)
+    low = -0.5 - COVERAGE_TOLERANCE_VOXELS
+    high = mask_size - 0.5 + COVERAGE_TOLERANCE_VOXELS
+    for corner in np.ndindex(2, 2, 2):
+        index = [(n - 1) * c for n, c in zip(size, corner)]
+        point = image.TransformContinuousIndexToPhysicalPoint([float(v) for v in index])
+        inside = np.array(mask.TransformPhysicalPointToContinuousIndex(point))
+        if np.any(inside < low) or np.any(inside > high):
+            raise ShmnError(
+                f"{mask_path}: case {case_id!r} mask grid does not cover its image {image_path} (image corner "
+                f"{tuple(round(v, 1) for v in point)} mm lies outside the mask); expected the mask on the image's grid"
+            )
 
 
 def load_manifests(paths: Sequence[str | Path | Manifest]) -> list[Manifest]:

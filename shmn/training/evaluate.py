@@ -54,8 +54,11 @@ def _mask_array(prediction, task: str) -> np.ndarray | None:
     return sitk.GetArrayFromImage(prediction.masks[task]) > 0 if prediction.has(task) else None
 
 
-def _label_on(native: sitk.Image, path: Path) -> np.ndarray:
+def _label_on(native: sitk.Image, path: Path, image_path: Path, case_id: str) -> np.ndarray:
+    from shmn.training.data import check_label_mask
+
     label = read_volume(path, check_values=False)
+    check_label_mask(label, image_path, path, case_id)  # a 0..5 or off-grid mask would score the wrong thing
     if not same_geometry(label, native):
         # Masks should share the image's grid; if not, bring them there through physical space.
         label = sitk.Resample(label, native, sitk.Transform(), sitk.sitkNearestNeighbor, 0, label.GetPixelID())
@@ -138,8 +141,8 @@ def evaluate_sample(predictor, sample: Sample, device: str) -> dict:
     pvl, ventricles = _mask_array(prediction, "pvl"), _mask_array(prediction, "ventricles")
     scores = score_case(
         spacing_zyx,
-        pvl=(pvl, _label_on(native, sample.pvl)) if pvl is not None and sample.pvl is not None else None,
-        ventricles=(ventricles, _label_on(native, sample.ventricles)) if ventricles is not None and sample.ventricles is not None else None,
+        pvl=(pvl, _label_on(native, sample.pvl, sample.image, sample.case_id or sample.id)) if pvl is not None and sample.pvl is not None else None,
+        ventricles=(ventricles, _label_on(native, sample.ventricles, sample.image, sample.case_id or sample.id)) if ventricles is not None and sample.ventricles is not None else None,
     )
     return {
         "id": sample.id,

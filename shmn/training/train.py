@@ -34,7 +34,7 @@ from shmn import devices
 from shmn.training import distributed
 from shmn.io.atomic import ensure_writable_dir, write_json
 from shmn.training.case_cache import CaseCache
-from shmn.training.checkpoint import RunFiles, load_state, save_state, write_metrics_log
+from shmn.training.checkpoint import RunFiles, load_state, read_json_file, save_state, write_metrics_log
 from shmn.training.config import TrainConfig, config_from_dict, differences
 from shmn.training.curves import plot_curves
 from shmn.training.data import ShmnDataset, Splits, collate, describe_training_data, load_manifests, training_splits
@@ -83,9 +83,27 @@ def train(
     """Train (or resume) a run in ``run_dir``; every rank of a torchrun job calls this."""
     ctx = distributed.setup(config.device, config.dist_timeout_min)
     try:
-        return _train(config, manifests, Path(run_dir), resume, progress, cache_dir, log, ctx)
+        with _claim_run(Path(run_dir), ctx):
+            return _train(config, manifests, Path(run_dir), resume, progress, cache_dir, log, ctx)
     finally:
         distributed.teardown(ctx)
+
+
+def _claim_run(run_dir: Path, ctx):
+    """One process trains in a run folder at a time: a second `shmn train -o RUN` (or --resume) started
+    while the first runs is refused instead of both writing the same checkpoints (shmn.io.claim).
+    A torchrun job skips this: its ranks share the folder by design, and a refusal on one rank would
+    leave the others waiting at a barrier."""
+    import contextlib
+
+    from shmn.io.atomic import ensure_writable_dir
+    from shmn.io.claim import exclusive
+
+    if ctx.world_size > 1:
+        return contextlib.nullcontext()
+    ensure_writable_dir(run_dir.parent)
+    busy = ShmnError(f"{run_dir}: another shmn train is running in this run folder; wait for it or choose another -o")
+    return exclusive(run_dir.parent / f".{run_dir.name}.lock", busy)
 
 
 def _open_run(files: RunFiles, config: TrainConfig, manifests: list[Manifest], resume: bool, ctx) -> dict | None:
@@ -97,12 +115,12 @@ def _open_run(files: RunFiles, config: TrainConfig, manifests: list[Manifest], r
         return None
     if not files.config.exists():
         raise ShmnError(f"{files.root}: no run to resume (no config.json); start it without --resume")
-    saved = config_from_dict(json.loads(files.config.read_text(encoding="utf-8")), str(files.config))
+    saved = config_from_dict(read_json_file(files.config, "configuration"), str(files.config))
     changed = differences(saved, config)
     if changed:
         raise ShmnError(f"{files.config}: --resume with a different configuration ({', '.join(changed)}); give the run's own config.json")
     if files.run.exists():
-        before = json.loads(files.run.read_text(encoding="utf-8")).get("manifests", sources)
+        before = read_json_file(files.run, "run description").get("manifests", sources)
         if before != sources:
             raise ShmnError(f"{files.run}: --resume with other --data ({sources}) than the run's ({before})")
     return load_state(files.state) if files.state.exists() else None
