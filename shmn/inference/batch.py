@@ -16,6 +16,7 @@ from shmn.io.atomic import ensure_writable_dir, write_text
 from shmn.errors import ShmnError
 from shmn.inference.engine import select_device
 from shmn.inference.predict import CASE_STAGES, PredictOptions, Predictor, load_predictor, predict_case
+from shmn.reporting.summary_report import write_summary_html
 from shmn.reporting.report import SUMMARY_COLUMNS, failure_row, summary_row
 from shmn.io.volume_io import IMAGE_SUFFIXES, case_name
 
@@ -141,4 +142,5 @@ def predict_many(
             on_failure(outcomes[-1])
     if len(outcomes) > 1 or any(o.status == "ok" for o in outcomes):
         write_summary(out_dir / "summary.csv", outcomes)
+        write_summary_html(out_dir)  # summary.html from that summary.csv (shmn.reporting.summary_report)
     return outcomes
