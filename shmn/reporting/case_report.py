@@ -188,10 +188,10 @@ def _load_images(folder: Path, report: dict):
     from shmn.io.volume_io import read_volume
 
     source = Path(report["input"]["path"])
-    if not source.exists():
+    masks = [folder / report.get("outputs", {}).get(key, f"{key}.nii.gz") for key in ("pvl", "ventricles")]
+    if not source.exists() or not all(mask.is_file() for mask in masks):
         return None
-    masks = [sitk.ReadImage(str(folder / report.get("outputs", {}).get(key, f"{key}.nii.gz"))) for key in ("pvl", "ventricles")]
-    return read_volume(source), masks[0], masks[1]
+    return read_volume(source), sitk.ReadImage(str(masks[0])), sitk.ReadImage(str(masks[1]))
 
 
 def write_case_report(
