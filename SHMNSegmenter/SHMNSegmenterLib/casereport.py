@@ -1,7 +1,8 @@
 """The case report (``report.html``, written by the engine beside report.json) opened for the user.
 
-The logic decides WHAT to open and checks it exists; HOW is an opener function: by default Qt's
-QDesktopServices (the system's browser), injectable so the logic runs and is tested without Qt.
+The logic decides WHAT to open and checks it exists; HOW is an opener function handed in by the
+caller: the panel passes Qt's QDesktopServices (widget.openWithSystem, the system's browser), tests
+pass a recorder, so the logic runs and is tested without Qt.
 """
 
 from __future__ import annotations
@@ -21,18 +22,11 @@ def reportPath(caseDir) -> Path:
     return Path(caseDir) / REPORT_HTML_FILE
 
 
-def desktopOpener(path: Path) -> bool:
-    """Open a local file with the system's default application (the browser for .html)."""
-    import qt
-
-    return bool(qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(path))))
-
-
-def openCaseReport(path, opener: Optional[Callable[[Path], bool]] = None) -> Path:
+def openCaseReport(path, opener: Callable[[Path], Optional[bool]]) -> Path:
     """Open ``path`` (a report.html) with ``opener``; a missing file or a refusal raises ReportMissing."""
     path = Path(path)
     if not path.is_file():
         raise ReportMissing(f"{path}: no case report; run SHMN again with an engine that writes report.html")
-    if (opener or desktopOpener)(path) is False:
+    if opener(path) is False:
         raise ReportMissing(f"{path}: the system could not open the report; open it in a web browser")
     return path

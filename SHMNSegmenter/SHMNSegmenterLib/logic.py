@@ -224,10 +224,10 @@ class SHMNSegmenterLogic(ScriptedLoadableModuleLogic):
         return self.startSegmentation(parameters, **callbacks).wait(timeout_s)
 
     @staticmethod
-    def openReport(result, opener: Callable[[Path], bool] | None = None) -> Path:
+    def openReport(result, opener: Callable[[Path], bool | None]) -> Path:
         """Open the case report (report.html) of a result (ImportedResults or its case folder).
 
-        ``opener`` defaults to the system's browser through Qt (casereport.desktopOpener).
+        ``opener`` opens a local file: in Slicer the system's browser (widget.openWithSystem).
         """
         caseDir = getattr(result, "caseDir", result)
         return openCaseReport(reportPath(caseDir), opener)

@@ -23,6 +23,11 @@ POLL_INTERVAL_MS = 200
 DEFAULT_MODEL_LABEL = "Default model"
 
 
+def openWithSystem(path) -> bool:
+    """Open a local file with the system's default application (the web browser for report.html)."""
+    return bool(qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(path))))
+
+
 class SegmenterPanel(VTKObservationMixin):
     def __init__(self, uiPath: str, logic: SHMNSegmenterLogic):
         VTKObservationMixin.__init__(self)
@@ -176,7 +181,7 @@ class SegmenterPanel(VTKObservationMixin):
     def onOpenReport(self) -> None:
         if self.result is not None:
             with slicer.util.tryWithErrorDisplay("The case report could not be opened.", waitCursor=True):
-                self.logic.openReport(self.result)
+                self.logic.openReport(self.result, openWithSystem)
 
     def cleanup(self) -> None:
         """The module is unloaded or Slicer closes: no engine may outlive the panel."""
