@@ -62,19 +62,22 @@ class CaseRow:
     pvl: bool
     ventricles: bool
     macs: str | None
+    suggested: str = "-"  # rank and score from `shmn suggest` (suggestions.py), "-" when not ranked
 
     @property
-    def cells(self) -> tuple[str, str, str, str, str]:
+    def cells(self) -> tuple[str, str, str, str, str, str]:
         mark = {True: "yes", False: "-"}
-        return (self.id, self.split, mark[self.pvl], mark[self.ventricles], self.macs or "-")
+        return (self.id, self.split, mark[self.pvl], mark[self.ventricles], self.macs or "-", self.suggested)
 
 
-COLUMNS = ("Case", "Split", "PVL", "Ventricles", "MACS")
+COLUMNS = ("Case", "Split", "PVL", "Ventricles", "MACS", "Suggested")
 
 
-def caseRows(manifest, caseFilter: CaseFilter = CaseFilter.ALL) -> list[CaseRow]:
+def caseRows(manifest, caseFilter: CaseFilter = CaseFilter.ALL, suggestions=None) -> list[CaseRow]:
+    """The table's rows; ``suggestions`` (suggestions.Suggestions) fills the 'Suggested' column."""
     return [
-        CaseRow(case.id, case.split, case.has("pvl"), case.has("ventricles"), case.macs)
+        CaseRow(case.id, case.split, case.has("pvl"), case.has("ventricles"), case.macs,
+                suggestions.cell(case.id) if suggestions is not None else "-")
         for case in manifest.cases
         if caseFilter.accepts(case)
     ]
