@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         for outcome in outcomes:
             if outcome.status == "ok":
                 print(f"{outcome.case}: {', '.join(findings(outcome.report))} -> {outcome.folder}")
-        print(f"{len(outcomes) - len(failed)} of {len(outcomes)} case(s) done; summary: {out_dir / 'summary.csv'}")
+        print(f"{len(outcomes) - len(failed)} of {len(outcomes)} case(s) done; summary: {out_dir / 'summary.csv'}, {out_dir / 'summary.html'}")
     return 1 if failed else 0
 
 

@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
+from matplotlib import patheffects
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy import ndimage
@@ -64,11 +65,12 @@ def case_planes(image: sitk.Image, pvl: sitk.Image, ventricles: sitk.Image, focu
         for mask, term in ((ventricles, LATERAL_VENTRICLES), (pvl, PVL_LESION)):
             outline = _sample(mask, reference, sitk.sitkNearestNeighbor, plane.normal_axis) > 0
             if outline.any():
-                ax.contour(outline.astype(float), levels=[0.5], colors=[term.color], linewidths=1.2)
+                ax.contour(outline.astype(float), levels=[0.5], colors=[term.color], linewidths=1.5)
         lesion_plane = np.rint(_sample(numbers, reference, sitk.sitkNearestNeighbor, plane.normal_axis)).astype(int)
         for number in np.unique(lesion_plane[lesion_plane > 0]):
             rows, cols = np.nonzero(lesion_plane == number)
-            ax.text(cols.max() + 2, rows.min() - 1, str(number), color="yellow", fontsize=9, fontweight="bold", va="bottom")
+            ax.text(cols.max() + 2, rows.min() - 1, str(number), color="yellow", fontsize=13, fontweight="bold", va="bottom",
+                    path_effects=[patheffects.withStroke(linewidth=2.5, foreground="black")])
         ax.set_title(plane.title, color="white", fontsize=11)
         ax.text(0.01, 0.5, plane.left, color="yellow", transform=ax.transAxes, va="center", fontsize=10)
         ax.text(0.99, 0.5, plane.right, color="yellow", transform=ax.transAxes, va="center", ha="right", fontsize=10)

@@ -129,7 +129,7 @@ def write_case_pdf(path: str | os.PathLike, context: dict, planes_png: Optional[
         if context["lesions"]:
             pages.table(("#", "Volume (mL)", "Centre R, A, S (mm)", "Region", "Mean p", "Uncertainty"),
                         [(r["number"], r["volume_ml"], r["centre"], r["region"], r["probability"], r["uncertain"]) for r in context["lesions"]],
-                        (0.05, 0.12, 0.2, 0.39, 0.1, 0.14))
+                        (0.05, 0.14, 0.21, 0.36, 0.1, 0.14))
             if not context["has_lesion_uncertainty"]:
                 pages.paragraph("Per-lesion probability and uncertainty: not computed by this model.", size=8, color="#555555")
         else:
