@@ -33,7 +33,7 @@ def test_measures_rank_an_ambiguous_map_above_a_clear_one():
     ambiguous_measures, ambiguous_score = score_maps(brain, ambiguous, ambiguous, (0.48, 0.55), missing)
     assert clear_measures["flip_disagreement_pvl"] == 0.0
     assert ambiguous_measures["flip_disagreement_pvl"] == 1.0
-    assert ambiguous_measures["pvl_entropy"] > 0.8 > 0.2 > clear_measures["pvl_entropy"]
+    assert ambiguous_measures["pvl_entropy"] > 0.8 and clear_measures["pvl_entropy"] < 0.2
     assert ambiguous_measures["macs_ambiguity"] > 0.9 and clear_measures["macs_ambiguity"] < 0.1
     assert ambiguous_score > 0.8 and clear_score < 0.1
     # Only the missing labels count: with only MACS missing, the maps do not matter.

@@ -25,8 +25,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from shmn.inference.suggest import SUGGESTIONS_FILE, SuggestOptions, suggest
     from shmn.io.manifest import manifest_path
 
