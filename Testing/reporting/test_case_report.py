@@ -233,3 +233,23 @@ def test_predict_anonymise_flag(tmp_path, predicted_batch):
     assert "Roe Richard" not in anon and "ID-777" not in anon and "anonymised" in anon
     assert np.isclose(json.loads((tmp_path / "anon" / "case" / "report.json").read_text())["pvl"]["volume_ml"],
                       json.loads((tmp_path / "plain" / "case" / "report.json").read_text())["pvl"]["volume_ml"])
+
+
+def test_patient_header_from_a_dicom_series(tmp_path):
+    """A DICOM folder's first slice gives name, ID and study date (tags 0010,0010 / 0010,0020 / 0008,0020)."""
+    folder = tmp_path / "dicom"
+    folder.mkdir()
+    volume = sitk.Image([6, 5, 3], sitk.sitkInt16)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(volume.GetDepth()):
+        plane = volume[:, :, k]
+        for tag, value in (("0010|0010", "Doe^John"), ("0010|0020", "PID-9"), ("0008|0020", "20230704"),
+                           ("0020|000d", "1.2.826.0.1.3680043.2.1125.1"), ("0020|000e", "1.2.826.0.1.3680043.2.1125.2"),
+                           ("0020|0032", f"0\\0\\{k}"), ("0020|0013", str(k + 1)), ("0008|0060", "MR")):
+            plane.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"slice{k}.dcm"))
+        writer.Execute(plane)
+    header = read_patient_header(folder)
+    assert (header.source, header.name, header.id, header.date) == ("dicom", "Doe John", "PID-9", "2023-07-04")
+    assert header.rows(anonymise=True) == [("Patient", "anonymised (--anonymise)")]
