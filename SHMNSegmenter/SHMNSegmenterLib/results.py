@@ -101,7 +101,7 @@ def _number(value, digits: int) -> str:
 
 
 def tableRows(report: dict, caseReport: Path | None = None) -> list[tuple[str, str, str, str, str, str]]:
-    """The results table's rows (all text, as shown): lesions first, then totals, the model and the case report."""
+    """The results table's rows (all text, as shown): lesions first, then totals, the case report and the model."""
     rows = []
     for index, lesion in enumerate(report["pvl"].get("lesions") or [], start=1):
         r, a, s = (f"{float(v):.1f}" for v in lesion["centre_ras_mm"])
@@ -114,11 +114,13 @@ def tableRows(report: dict, caseReport: Path | None = None) -> list[tuple[str, s
         ("Lateral ventricles total", _number(summary.ventriclesVolumeMl, 3), "mL", "", "", ""),
         ("MACS probability (severe)", _number(summary.macsProbabilitySevere, 4), "", "", "", ""),
         ("MACS group", summary.macsGroup or "n/a", "", "", "", ""),
-        ("Model", f"{model.get('name')} {model.get('version')}", "", "", "", ""),
-        ("Model sha256", str(model.get("sha256")), "", "", "", ""),
     ]
     if caseReport is not None:
         rows.append(("Case report", str(caseReport), "", "", "", ""))
+    rows += [
+        ("Model", f"{model.get('name')} {model.get('version')}", "", "", "", ""),
+        ("Model sha256", str(model.get("sha256")), "", "", "", ""),  # last: the module's self-test reads it there
+    ]
     return rows
 
 
