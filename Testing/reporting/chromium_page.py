@@ -59,7 +59,9 @@ class PageCheck:
 
 
 def _run(chromium: str, profile: Path, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
-    return subprocess.run([chromium, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=timeout)
+    # UTF-8 whatever the locale (CI may run with LANG=C): the pages hold non-ASCII text.
+    return subprocess.run([chromium, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, encoding="utf-8",
+                          errors="replace", timeout=timeout)
 
 
 def page_requests(net_log: Path) -> list[str]:
