@@ -20,6 +20,7 @@ COMMANDS = {
     "benchmark": "benchmark",
     "dataset": "dataset",
     "register": "register",
+    "suggest": "suggest",
 }
 
 

@@ -1,7 +1,8 @@
 """SHMNSegmenter's implementation, one job per file.
 
 parameters (typed choices), engine (find and command the ``shmn`` engine), process (run it in its
-own process), results (engine outputs -> MRML nodes), terminology (SHMN's segment codes in Slicer),
+own process), results (engine outputs -> MRML nodes), casereport (open the case's report.html),
+terminology (SHMN's segment codes in Slicer),
 dependencies (install what the engine needs, after asking), logic (ties them together) and
 widget (the Qt panel; imported by the module's widget only, so the rest runs without Qt).
 """

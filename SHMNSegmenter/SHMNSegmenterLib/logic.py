@@ -21,6 +21,7 @@ from typing import Callable
 import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
+from .casereport import openCaseReport, reportPath
 from .dependencies import anatomyMissing
 from .engine import Engine, engineEnvironment, fetchAnatomyCommand, findEngine, predictCommand
 from .parameters import SegmenterParameters, parameterNodeClass
@@ -222,6 +223,15 @@ class SHMNSegmenterLogic(ScriptedLoadableModuleLogic):
     def segment(self, parameters: SegmenterParameters, timeout_s: float | None = None, **callbacks) -> ImportedResults:
         """Synchronous run (scripts, tests, the module's self-test)."""
         return self.startSegmentation(parameters, **callbacks).wait(timeout_s)
+
+    @staticmethod
+    def openReport(result, opener: Callable[[Path], bool | None]) -> Path:
+        """Open the case report (report.html) of a result (ImportedResults or its case folder).
+
+        ``opener`` opens a local file: in Slicer the system's browser (widget.openWithSystem).
+        """
+        caseDir = getattr(result, "caseDir", result)
+        return openCaseReport(reportPath(caseDir), opener)
 
     @staticmethod
     def _loadTerminology(onLog) -> None:

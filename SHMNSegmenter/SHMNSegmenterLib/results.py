@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .casereport import reportPath
 from .enginecontract import engineContract, engineModule  # the engine's file names (shmn.contract)
 
 VENTRICLE_OPACITY_3D = 0.4  # see-through ventricles: the lesions around them stay visible in 3D
@@ -96,8 +97,8 @@ def _number(value, digits: int) -> str:
     return "n/a" if value is None else f"{float(value):.{digits}f}"
 
 
-def tableRows(report: dict) -> list[tuple[str, str, str, str, str, str]]:
-    """The results table's rows (all text, as shown): lesions first, then totals and the model."""
+def tableRows(report: dict, caseReport: Path | None = None) -> list[tuple[str, str, str, str, str, str]]:
+    """The results table's rows (all text, as shown): lesions first, then totals, the case report and the model."""
     rows = []
     for index, lesion in enumerate(report["pvl"].get("lesions") or [], start=1):
         r, a, s = (f"{float(v):.1f}" for v in lesion["centre_ras_mm"])
@@ -110,8 +111,12 @@ def tableRows(report: dict) -> list[tuple[str, str, str, str, str, str]]:
         ("Lateral ventricles total", _number(summary.ventriclesVolumeMl, 3), "mL", "", "", ""),
         ("MACS probability (severe)", _number(summary.macsProbabilitySevere, 4), "", "", "", ""),
         ("MACS group", summary.macsGroup or "n/a", "", "", "", ""),
+    ]
+    if caseReport is not None:
+        rows.append(("Case report", str(caseReport), "", "", "", ""))
+    rows += [
         ("Model", f"{model.get('name')} {model.get('version')}", "", "", "", ""),
-        ("Model sha256", str(model.get("sha256")), "", "", "", ""),
+        ("Model sha256", str(model.get("sha256")), "", "", "", ""),  # last: the module's self-test reads it there
     ]
     return rows
 
@@ -188,9 +193,11 @@ def addStringTable(scene, name: str, columns, rows):
     return table
 
 
-def importResultsTable(report: dict, scene, name: str):
-    table = addStringTable(scene, name, TABLE_COLUMNS, tableRows(report))
+def importResultsTable(report: dict, scene, name: str, caseReport: Path | None = None):
+    table = addStringTable(scene, name, TABLE_COLUMNS, tableRows(report, caseReport))
     table.SetAttribute("SHMN.disclaimer", report["disclaimer"])
+    if caseReport is not None:
+        table.SetAttribute("SHMN.report", str(caseReport))
     return table
 
 
@@ -208,6 +215,12 @@ class ImportedResults:
     def overview(self) -> Path:
         return self.caseDir / engineContract().OVERVIEW_FILE
 
+    @property
+    def caseReport(self) -> Path | None:
+        """report.html of the case, None when the engine wrote none."""
+        path = reportPath(self.caseDir)
+        return path if path.is_file() else None
+
 
 def importResults(caseDir: Path, volumeNode, segmentationsLogic) -> ImportedResults:
     """Everything of one case into the volume's scene; nothing is added if the report is unusable."""
@@ -216,6 +229,7 @@ def importResults(caseDir: Path, volumeNode, segmentationsLogic) -> ImportedResu
     scene = volumeNode.GetScene()
     segmentation = importSegmentation(caseDir, volumeNode, segmentationsLogic, f"{base} SHMN segmentation")
     centres = importLesionCentres(report, scene, f"{base} PVL lesion centres")
-    table = importResultsTable(report, scene, f"{base} SHMN results")
+    caseReport = reportPath(caseDir)
+    table = importResultsTable(report, scene, f"{base} SHMN results", caseReport if caseReport.is_file() else None)
     placeBeside([segmentation, centres, table], volumeNode)
     return ImportedResults(volumeNode, segmentation, centres, table, ResultSummary.fromReport(report), report, Path(caseDir))

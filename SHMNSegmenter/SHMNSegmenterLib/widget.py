@@ -23,6 +23,11 @@ POLL_INTERVAL_MS = 200
 DEFAULT_MODEL_LABEL = "Default model"
 
 
+def openWithSystem(path) -> bool:
+    """Open a local file with the system's default application (the web browser for report.html)."""
+    return bool(qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(path))))
+
+
 class SegmenterPanel(VTKObservationMixin):
     def __init__(self, uiPath: str, logic: SHMNSegmenterLogic):
         VTKObservationMixin.__init__(self)
@@ -37,6 +42,9 @@ class SegmenterPanel(VTKObservationMixin):
         self.timer.setInterval(POLL_INTERVAL_MS)
         self.timer.timeout.connect(self.onPoll)
         self.ui.applyButton.clicked.connect(self.onApplyOrCancel)
+        self.result = None  # the last imported result: what "Open report" opens
+        self.ui.openReportButton.enabled = False
+        self.ui.openReportButton.clicked.connect(self.onOpenReport)
         self.ui.modelComboBox.currentIndexChanged.connect(self.onModelChanged)
         self.ui.modelComboBox.editTextChanged.connect(self.onModelChanged)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -119,6 +127,8 @@ class SegmenterPanel(VTKObservationMixin):
                 return
             self.ui.logTextEdit.clear()
             self.ui.resultLabel.text = ""
+            self.result = None
+            self.ui.openReportButton.enabled = False
             parameters = parametersFromNode(self._parameterNode)
             self.job = self.logic.startSegmentation(parameters, onLog=self.appendLog, onProgress=self.showProgress)
             self.timer.start()
@@ -161,9 +171,17 @@ class SegmenterPanel(VTKObservationMixin):
         self.ui.logTextEdit.appendPlainText(line)
 
     def showResults(self, result) -> None:
+        self.result = result
+        self.ui.openReportButton.enabled = result.caseReport is not None
+        self.ui.openReportButton.toolTip = str(result.caseReport or "The engine wrote no report.html")
         self.ui.resultLabel.text = result.summary.text()
         slicer.util.setSliceViewerLayers(background=result.volume, fit=True)
         self.appendLog(f"Results: {result.caseDir} (overview: {result.overview})")
+
+    def onOpenReport(self) -> None:
+        if self.result is not None:
+            with slicer.util.tryWithErrorDisplay("The case report could not be opened.", waitCursor=True):
+                self.logic.openReport(self.result, openWithSystem)
 
     def cleanup(self) -> None:
         """The module is unloaded or Slicer closes: no engine may outlive the panel."""

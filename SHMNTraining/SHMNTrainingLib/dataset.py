@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .engineaccess import shmn
 
-COLUMNS = ("Case", "Split", "PVL", "Ventricles", "MACS")
+COLUMNS = ("Case", "Split", "PVL", "Ventricles", "MACS", "Suggested")
 
 
 class CaseFilter(enum.Enum):
@@ -47,12 +47,14 @@ class CaseRow:
 
     id: str
     split: str
-    cells: tuple
+    cells: tuple  # the engine's status cells, then the 'Suggested' cell
 
 
-def caseRows(manifest, caseFilter: CaseFilter = CaseFilter.ALL) -> list:
+def caseRows(manifest, caseFilter: CaseFilter = CaseFilter.ALL, suggestions=None) -> list:
+    """The table's rows; ``suggestions`` (suggestions.Suggestions) fills the 'Suggested' column."""
     datasets = shmn("io.dataset")
-    return [CaseRow(status.id, status.split, datasets.status_cells(status))
+    return [CaseRow(status.id, status.split,
+                    datasets.status_cells(status) + (suggestions.cell(status.id) if suggestions is not None else "-",))
             for status in datasets.case_status(manifest) if caseFilter.accepts(status)]
 
 

@@ -26,6 +26,7 @@ from .evaluation import evaluationTable
 from .modelregistry import ModelRegistration, registerRunModel
 from .parameters import TrainingParameters, parameterNodeClass
 from .prediction import PredictionOutput, startPrediction
+from .suggestions import DEFAULT_COUNT, Suggestions, readSuggestions, startSuggestion
 from .training import TrainingRun, defaultRunFolder, evaluationSplit
 
 PREVIEW_OPACITY = 0.5
@@ -46,6 +47,7 @@ class SHMNTrainingLogic(ScriptedLoadableModuleLogic):
         self.tracker: EditTracker | None = None
         self.pseudoLabel = None  # segmentation node of the shown pseudo-label
         self.predictions: dict[tuple[str, str], PredictionOutput] = {}
+        self.suggestions: Suggestions | None = None  # the dataset's `shmn suggest` ranking
         self.onModifiedChanged: Callable[[bool], None] = lambda modified: None
 
     @property
@@ -68,10 +70,44 @@ class SHMNTrainingLogic(ScriptedLoadableModuleLogic):
         self.closeCase(discardChanges=True)
         self.manifest = opened.manifest
         self.predictions.clear()
+        self.suggestions = self._readSuggestions()
         return opened
 
     def caseRows(self, caseFilter: CaseFilter = CaseFilter.ALL):
-        return caseRows(self.manifest, caseFilter) if self.manifest else []
+        return caseRows(self.manifest, caseFilter, self.suggestions) if self.manifest else []
+
+    # --- which case next (`shmn suggest`) ----------------------------------------------------------
+    def _readSuggestions(self) -> Suggestions | None:
+        # A damaged or foreign suggestions.json must not stop the dataset from opening: no ranking.
+        try:
+            return readSuggestions(self.manifest.root, self.engine)
+        except Exception:  # noqa: BLE001 - shmn.errors.ShmnError or a malformed file
+            return None
+
+    def startSuggestion(self, model: str = "", device: str = "auto", count: int = DEFAULT_COUNT, register: bool = True,
+                        onLog=None, onProgress=None):
+        """`shmn suggest` on the open dataset in the background; when done, ``self.suggestions`` is its ranking."""
+        if self.manifest is None:
+            raise RuntimeError("open a dataset first")
+
+        def done(suggestions: Suggestions) -> Suggestions:
+            self.suggestions = suggestions
+            return suggestions
+
+        modelArgument = str(Path(model).expanduser().absolute()) if model.endswith(".safetensors") else model
+        return startSuggestion(self.engine, self.manifest.root, self.workRoot(), modelArgument, device, count, register,
+                               done, self.runnerFactory, onLog, onProgress)
+
+    def suggestCases(self, model: str = "", device: str = "auto", count: int = DEFAULT_COUNT, register: bool = True,
+                     timeout_s: float | None = None) -> Suggestions:
+        """Synchronous ranking (scripts, tests)."""
+        return self.startSuggestion(model, device, count, register).wait(timeout_s)
+
+    def nextSuggestedCase(self) -> str | None:
+        """The best-ranked case still missing a label, other than the loaded one; None without a ranking."""
+        if self.manifest is None or self.suggestions is None:
+            return None
+        return self.suggestions.nextCase(self.manifest, self.current.caseId if self.current else None)
 
     # --- the loaded case --------------------------------------------------------------------------
     @property

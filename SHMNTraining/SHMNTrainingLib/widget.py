@@ -43,6 +43,7 @@ class TrainingPanel(VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(self.widget)
         self.widget.setMRMLScene(slicer.mrmlScene)
         self.predictionJob = None
+        self.suggestJob = None  # `shmn suggest` running in the background
         self.run = None
         self.lastRunFolder = ""
         self._lastCurves = None
@@ -122,6 +123,8 @@ class TrainingPanel(VTKObservationMixin):
         ui.caseTableWidget.itemSelectionChanged.connect(self.updateAnnotationState)
         ui.caseTableWidget.cellDoubleClicked.connect(lambda *_: self.onLoadCase())
         ui.loadCaseButton.clicked.connect(self.onLoadCase)
+        ui.rankCasesButton.clicked.connect(self.onRankOrCancel)
+        ui.nextSuggestedButton.clicked.connect(self.onNextSuggested)
         ui.macsComboBox.currentIndexChanged.connect(self.onMacsChanged)
         ui.prefillButton.clicked.connect(self.onPrefill)
         ui.pseudoLabelButton.clicked.connect(self.onPseudoLabel)
@@ -225,7 +228,10 @@ class TrainingPanel(VTKObservationMixin):
         table.setRowCount(len(rows))
         for rowIndex, row in enumerate(rows):
             for columnIndex, text in enumerate(row.cells):
-                table.setItem(rowIndex, columnIndex, qt.QTableWidgetItem(text))
+                item = qt.QTableWidgetItem(text)
+                if COLUMNS[columnIndex] == "Suggested" and self.logic.suggestions is not None:
+                    item.setToolTip(self.logic.suggestions.why(row.id))
+                table.setItem(rowIndex, columnIndex, item)
         table.resizeColumnsToContents()
         if self.logic.manifest is not None:
             self.ui.datasetStatusLabel.text = f"{self.logic.manifest.name or self.logic.manifest.root.name}: {statusText(self.logic.manifest)}"
@@ -282,6 +288,10 @@ class TrainingPanel(VTKObservationMixin):
         ui.prefillButton.enabled = ui.pseudoLabelButton.enabled = loaded and not running
         ui.cancelPredictionButton.enabled = running
         ui.acceptPseudoLabelButton.enabled = loaded and self.logic.pseudoLabel is not None
+        ranking = self.suggestJob is not None
+        ui.rankCasesButton.text = "Cancel ranking" if ranking else "Rank cases to label"
+        ui.rankCasesButton.enabled = ranking or self.logic.manifest is not None
+        ui.nextSuggestedButton.enabled = not ranking and self.logic.suggestions is not None
         if loaded:
             ui.caseLabel.text = f"Case {current.caseId}" + (" (unsaved edits)" if self.logic.hasUnsavedChanges else "")
         else:
@@ -346,6 +356,36 @@ class TrainingPanel(VTKObservationMixin):
     def onAcceptPseudoLabel(self) -> None:
         with slicer.util.tryWithErrorDisplay("Could not copy the pseudo-label.", waitCursor=True):
             self.logic.acceptPseudoLabel()
+
+    # --- which case next (`shmn suggest`) --------------------------------------------------------
+    def onRankOrCancel(self) -> None:
+        if self.suggestJob is not None:
+            self.suggestJob.cancel()  # kills the engine's process tree; suggestions.json stays as it was
+            self.onPoll()
+            return
+        if not self.ensureDependencies():
+            return
+        with slicer.util.tryWithErrorDisplay("Could not rank the cases.", waitCursor=True):
+            self.ui.suggestProgressBar.value = 0
+            self.suggestJob = self.logic.startSuggestion(
+                self.selectedModel(), self._parameterNode.predictionDevice.value,
+                onLog=self.appendLog, onProgress=lambda progress: self._showProgress(self.ui.suggestProgressBar, progress))
+            self.timer.start()
+        self.updateAnnotationState()
+
+    def onNextSuggested(self) -> None:
+        caseId = self.logic.nextSuggestedCase()
+        if caseId is None:
+            slicer.util.infoDisplay("Every ranked case has all its labels now. Rank the cases again.", windowTitle="SHMN Training")
+            return
+        if not self.confirmLeavingCase():
+            return
+        with slicer.util.tryWithErrorDisplay(f"Could not load case {caseId}.", waitCursor=True):
+            self.showCase(self.logic.loadCase(caseId, discardChanges=True))
+            matches = self.ui.caseTableWidget.findItems(caseId, qt.Qt.MatchExactly)
+            if matches:
+                self.ui.caseTableWidget.selectRow(matches[0].row())
+            self.appendLog(f"Suggested case {caseId}: {self.logic.suggestions.why(caseId)}")
 
     def cancelPrediction(self) -> None:
         if self.predictionJob is not None:
@@ -444,11 +484,21 @@ class TrainingPanel(VTKObservationMixin):
             if job.state is JobState.FAILED:
                 slicer.util.errorDisplay(f"The model run failed: {job.error}", detailedText="\n".join(job.lines))
             self.updateAnnotationState()
+        if self.suggestJob is not None and self.suggestJob.poll():
+            job, self.suggestJob = self.suggestJob, None
+            self.ui.suggestProgressBar.setRange(0, 100)
+            self.ui.suggestProgressBar.value = 100 if job.state is JobState.SUCCEEDED else 0
+            if job.state is JobState.FAILED:
+                slicer.util.errorDisplay(f"Ranking the cases failed: {job.error}", detailedText="\n".join(job.lines))
+            elif job.state is JobState.SUCCEEDED:
+                self.appendLog(f"Ranked {len(job.result.ranking)} case(s) with {job.result.model}; see the Suggested column.")
+            self.refreshCaseTable()
+            self.updateAnnotationState()
         if self.run is not None and self.run.poll():
             run, self.run = self.run, None
             self.trainingFinished(run)
             self.updateTrainingState()
-        if self.predictionJob is None and self.run is None:
+        if self.predictionJob is None and self.suggestJob is None and self.run is None:
             self.timer.stop()
 
     @staticmethod
@@ -466,6 +516,8 @@ class TrainingPanel(VTKObservationMixin):
     def cleanup(self) -> None:
         """The module is unloaded or Slicer closes: no engine process may outlive the panel."""
         self.cancelPrediction()
+        if self.suggestJob is not None:
+            self.suggestJob.cancel()
         if self.run is not None:
             self.run.cancel()
         self.timer.stop()

@@ -112,6 +112,8 @@ def snapshot(result, volume, study) -> dict:
         "report": result.report,
         "summary": result.summary,
         "case_dir": result.caseDir,
+        "case_report": result.caseReport,
+        "table_report_attribute": table.GetAttribute("SHMN.report"),
         "roundtrip_file": saved,
     }
 
@@ -293,7 +295,8 @@ def test_table_values_match_the_report(runs, storage):
     assert rows["MACS group"][1].startswith(report["macs"]["group"])
     assert rows["Model"][1] == f"{report['model']['name']} {report['model']['version']}"
     assert rows["Model sha256"][1] == report["model"]["sha256"]
-    assert len(facts["rows"]) == len(lesions) + 7
+    assert rows["Case report"][1] == str(facts["case_dir"] / "report.html")
+    assert len(facts["rows"]) == len(lesions) + 8
 
 
 @pytest.mark.parametrize("storage", ["positive"])
@@ -679,3 +682,28 @@ def test_default_model_segment_lands_on_the_phantom_lesion(scene, paper_phantom_
     dice = 2 * (predicted & expected).sum() / max(predicted.sum() + expected.sum(), 1)
     assert result.centres.GetNumberOfControlPoints() >= 1
     assert dice > 0.3, dice
+
+
+# ---------------------------------------------------------------- the case report ("Open report")
+
+
+def test_open_report_opens_the_case_report_through_the_logic(runs, tmp_path):
+    """The engine wrote report.html; the table names it; the logic hands exactly that file to the opener."""
+    from SHMNSegmenterLib import SHMNSegmenterLogic
+    from SHMNSegmenterLib.casereport import ReportMissing
+
+    facts = runs["positive"]
+    report_html = facts["case_dir"] / "report.html"
+    assert facts["case_report"] == report_html and report_html.is_file()
+    assert (facts["case_dir"] / "report.pdf").is_file()
+    assert facts["table_report_attribute"] == str(report_html)
+    html = report_html.read_text(encoding="utf-8")
+    assert f"{facts['report']['pvl']['volume_ml']:.2f} mL" in html
+    opened = []
+    assert SHMNSegmenterLogic.openReport(facts["case_dir"], opener=lambda path: opened.append(path) or True) == report_html
+    assert opened == [report_html]
+    with pytest.raises(ReportMissing, match="no case report"):
+        SHMNSegmenterLogic.openReport(tmp_path, opener=opened.append)
+    with pytest.raises(ReportMissing, match="could not open"):
+        SHMNSegmenterLogic.openReport(facts["case_dir"], opener=lambda path: False)
+    assert opened == [report_html]

@@ -91,7 +91,7 @@ def test_case_table_and_missing_label_filter(tiny, logic):
     assert logic.caseRows(CaseFilter.MISSING_VENTRICLES) == []
     assert len(logic.caseRows(CaseFilter.MISSING_MACS)) == len(logic.caseRows(CaseFilter.MISSING_ANY)) == 3
     row = logic.caseRows(CaseFilter.ALL)[2]
-    assert row.cells == ("case_rh", row.split, "yes", "yes", "-")
+    assert row.cells == ("case_rh", row.split, "yes", "yes", "-", "-")
     assert statusText(logic.manifest) == "3 cases: PVL 1, ventricles 3, MACS 0"
 
 

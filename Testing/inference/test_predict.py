@@ -256,7 +256,7 @@ def test_batch_with_a_broken_file_goes_on_and_says_which_failed(anatomy, tiny, t
     assert rows["a_good"]["status"] == rows["c_good"]["status"] == "ok"
     assert rows["b_broken"]["status"] == "failed" and "truncated" in rows["b_broken"]["error"]
     assert rows["a_good"]["macs_group"] in ("mild", "severe") and float(rows["a_good"]["pvl_volume_ml"]) >= 0
-    assert sorted(p.name for p in out.iterdir()) == ["a_good", "c_good", "summary.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["a_good", "c_good", "summary.csv", "summary.html"]
 
 
 def test_failure_mid_way_leaves_nothing_behind(tiny, tmp_path, capsys):
@@ -293,7 +293,7 @@ def test_existing_output_is_not_overwritten_without_overwrite(anatomy, tiny, tmp
     assert main(args + ["--overwrite"]) == 0
     assert json.loads(report.read_text())["case"] == "case1"
     assert not (out / "case1" / "my_notes.txt").exists()  # replaced as a whole, never mixed
-    assert sorted(p.name for p in out.iterdir()) == ["case1", "summary.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["case1", "summary.csv", "summary.html"]
 
 
 def test_probability_maps_are_what_the_masks_were_thresholded_from(anatomy, tiny, tmp_path):

@@ -18,7 +18,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=(
             "For each INPUT (NIfTI, NRRD, MHA/MHD file, DICOM series folder, or a folder of image files) write "
             "OUT/<case>/ with pvl.nii.gz, ventricles.nii.gz (on the input's own voxel grid), segmentation.seg.nrrd, "
-            "report.json and overview.png, and OUT/summary.csv. Research software: the shipped model is trained on "
+            "report.json, overview.png, report.html and report.pdf, and OUT/summary.csv and OUT/summary.html. Research software: the shipped model is trained on "
             "synthetic data only and is not for clinical use."
         ),
     )
@@ -29,6 +29,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--no-register", action="store_true", help="the inputs are already in MNI152 space: skip the registration")
     parser.add_argument("--overwrite", action="store_true", help="replace existing OUT/<case> folders (otherwise such a case fails)")
     parser.add_argument("--probabilities", action="store_true", help="also write pvl_probability.nii.gz and ventricles_probability.nii.gz (float32, 0-1, on the input's grid)")
+    parser.add_argument("--anonymise", action="store_true", help="report.html and report.pdf without the patient's name, ID, study date or file name")
     parser.add_argument("--sliding-window", action="store_true", help="force sliding-window inference (less memory, slower)")
     return parser
 
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     predictor = load_predictor(args.model)
     options = PredictOptions(
         device=args.device, register=not args.no_register, overwrite=args.overwrite, sliding_window=args.sliding_window,
-        probabilities=args.probabilities,
+        probabilities=args.probabilities, anonymise=args.anonymise,
     )
     created = not out_dir.exists()
     try:
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         for outcome in outcomes:
             if outcome.status == "ok":
                 print(f"{outcome.case}: {', '.join(findings(outcome.report))} -> {outcome.folder}")
-        print(f"{len(outcomes) - len(failed)} of {len(outcomes)} case(s) done; summary: {out_dir / 'summary.csv'}")
+        print(f"{len(outcomes) - len(failed)} of {len(outcomes)} case(s) done; summary: {out_dir / 'summary.csv'}, {out_dir / 'summary.html'}")
     return 1 if failed else 0
 
 

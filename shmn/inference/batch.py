@@ -19,6 +19,7 @@ from shmn.progress import progress_bar
 from shmn.contract import SUMMARY_CSV_FILE
 from shmn.devices import resolve_device
 from shmn.inference.predict import CASE_STAGES, PredictOptions, Predictor, load_predictor, predict_case
+from shmn.reporting.summary_report import write_summary_html
 from shmn.reporting.report import SUMMARY_COLUMNS, failure_row, summary_row
 from shmn.io.volume_io import IMAGE_SUFFIXES, case_name, quiet_itk
 
@@ -168,4 +169,5 @@ def predict_many(
         # After every case, so that a killed batch still leaves a summary of what it finished.
         if len(paths) > 1 or any(o.status == "ok" for o in outcomes):
             write_summary(out_dir / SUMMARY_CSV_FILE, outcomes)
+            write_summary_html(out_dir)  # summary.html from that summary.csv (shmn.reporting.summary_report)
     return outcomes

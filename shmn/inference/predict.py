@@ -35,6 +35,7 @@ from shmn.reporting.overview import render_overview
 from shmn.preprocessing.preprocess import GRIDS, GridSpec, PreprocessConfig, PreprocessedCase, preprocess, to_native
 from shmn.preprocessing.registration import RegistrationConfig
 from shmn.io.registry import registered_entry_for_card, resolve_model
+from shmn.reporting.case_report import write_case_report
 from shmn.reporting.report import ModelInfo, build_report, overview_caption
 from shmn.io.segfile import write_segmentation
 from shmn.io.volume_io import InputWarning, case_name, geometry, index_to_ras, read_volume
@@ -45,6 +46,8 @@ OUTPUT_FILES = {
     "segmentation": contract.SEGMENTATION_FILE,
     "report": contract.REPORT_FILE,
     "overview": contract.OVERVIEW_FILE,
+    "report_html": contract.REPORT_HTML_FILE,  # the case report for the chart (shmn.reporting.case_report)
+    "report_pdf": contract.REPORT_PDF_FILE,
 }
 # Written with --probabilities: what the masks were thresholded from (e.g. pseudo-label confidence).
 PROBABILITY_FILES = contract.PROBABILITY_FILES
@@ -65,6 +68,7 @@ class PredictOptions:
     localization_threshold: float = 0.3  # density peak height (the training blobs peak at 1)
     localization_min_distance_mm: float = 8.0
     probabilities: bool = False  # also write <task>_probability.nii.gz (float32, 0-1, input grid)
+    anonymise: bool = False  # report.html/pdf without the patient's name, ID, date and file name
 
 
 @dataclass
@@ -292,7 +296,8 @@ def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predict
     return _Analysis(pvl, ventricles, fields, kept)
 
 
-def _write_outputs(folder: Path, native: sitk.Image, analysis: _Analysis, predictor: Predictor, timings: dict, start: float) -> dict:
+def _write_outputs(folder: Path, native: sitk.Image, analysis: _Analysis, predictor: Predictor, timings: dict, start: float,
+                   anonymise: bool = False) -> dict:
     tick = time.perf_counter()
     sitk.WriteImage(analysis.pvl, str(folder / OUTPUT_FILES["pvl"]), True)
     sitk.WriteImage(analysis.ventricles, str(folder / OUTPUT_FILES["ventricles"]), True)
@@ -307,6 +312,7 @@ def _write_outputs(folder: Path, native: sitk.Image, analysis: _Analysis, predic
     timings["total"] = time.perf_counter() - start
     report = build_report(**analysis.report_fields, timings_s=timings)
     (folder / OUTPUT_FILES["report"]).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_case_report(folder, report, native, analysis.pvl, analysis.ventricles, anonymise=anonymise)
     return report
 
 
@@ -352,6 +358,6 @@ def predict_case(
         with atomic_dir(target, overwrite=options.overwrite) as folder:
             analysis = _analyse(native, case, input_path, predictor, options, timings, on_stage)
             analysis.report_fields["warnings"] = input_warnings + analysis.report_fields["warnings"]
-            report = _write_outputs(folder, native, analysis, predictor, timings, start)
+            report = _write_outputs(folder, native, analysis, predictor, timings, start, options.anonymise)
     on_stage("write")
     return report

@@ -22,6 +22,8 @@ SUMMARY_COLUMNS = (
     "pvl_volume_ml",
     "lesion_count",
     "ventricle_volume_ml",
+    "registration_ok",
+    "registration_nmi",
     "seconds",
 )
 SYNTHETIC_CAPTION = "synthetic-trained model, not for clinical use"
@@ -150,6 +152,9 @@ def summary_row(report: dict, seconds: float) -> dict:
         "pvl_volume_ml": _blank(report["pvl"]["volume_ml"]),
         "lesion_count": _blank(report["pvl"]["lesion_count"]),
         "ventricle_volume_ml": _blank(report["ventricles"]["volume_ml"]),
+        # The registration check, for summary.html's quality plot.
+        "registration_ok": _blank(report["preprocessing"].get("registration_quality", {}).get("ok")),
+        "registration_nmi": _blank(report["preprocessing"].get("registration_quality", {}).get("nmi")),
         "seconds": f"{seconds:.1f}",
     }
 

@@ -1,0 +1,244 @@
+"""report.html and report.pdf of one case: the page for the chart, built from report.json.
+
+One context (``case_context``) feeds both: the Jinja2 template ``templates/report.html.j2`` (one
+self-contained page, images as data URIs, no script, no external reference: it opens from a USB
+stick) and the A4 PDF (shmn.reporting.pdf, matplotlib only, so the engine needs no browser).
+Sections a later model adds to report.json (``brain.volume_ml``, ``macs.calibrated``,
+``macs.regional_burden``, per-lesion ``uncertain``/``probability``/``region``) are shown when present
+and marked "not computed by this model" when not. Nothing here invents a number: every figure on the
+page is read from report.json.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import os
+from pathlib import Path
+from typing import Optional
+
+import SimpleITK as sitk
+
+from shmn import __version__
+from shmn.io.atomic import write_text
+from shmn.reporting.patient import PatientHeader, read_patient_header
+from shmn.reporting.regions import lesion_regions
+
+REPORT_HTML = "report.html"
+REPORT_PDF = "report.pdf"
+SYNTHETIC_LINE = "Synthetic-data model, not for clinical use."
+RESEARCH_LINE = "Research model trained on user data, not validated for clinical use."
+MISSING = "—"
+
+
+def template_environment():
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("shmn.reporting", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,  # a misspelt field fails the test, not the patient's page
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _fmt(value, digits: int = 2, unit: str = "") -> str:
+    if value is None:
+        return MISSING
+    return f"{float(value):.{digits}f}{unit}"
+
+
+def is_synthetic_model(model: dict) -> bool:
+    """The same rule as ModelInfo.synthetic: unknown provenance counts as synthetic (the stronger warning)."""
+    data = model.get("training_data")
+    if isinstance(data, dict):
+        return bool(data.get("synthetic") or data.get("any_synthetic") or "synthetic" not in data)
+    return data is None or "synthetic" in str(data).lower()
+
+
+def calibrated_macs(macs: dict) -> Optional[dict]:
+    """``macs.calibrated`` as {probability_severe, group, method}: a number or a dict in report.json."""
+    calibrated = macs.get("calibrated")
+    if calibrated is None:
+        return None
+    if isinstance(calibrated, (int, float)):
+        calibrated = {"probability_severe": float(calibrated)}
+    probability = calibrated.get("probability_severe", calibrated.get("probability"))
+    group = calibrated.get("group") or (None if probability is None else ("severe" if float(probability) > macs.get("threshold", 0.5) else "mild"))
+    return {"probability": _fmt(probability, 2), "group": group or MISSING, "method": calibrated.get("method") or ""}
+
+
+def regional_burden(macs: dict) -> list[dict]:
+    """``macs.regional_burden`` as rows {region, left, right, unit}.
+
+    Accepted shapes: {region: {left, right}}, {region: value}, or [{region|name, left, right|value, unit}].
+    """
+    burden = macs.get("regional_burden")
+    if not burden:
+        return []
+    unit = "mL"
+    items = burden.items() if isinstance(burden, dict) else [(row.get("region") or row.get("name"), row) for row in burden]
+    rows = []
+    for region, value in items:
+        if region == "unit":
+            unit = str(value)
+            continue
+        if isinstance(value, dict):
+            left, right = value.get("left"), value.get("right")
+            both = value.get("value", value.get("volume_ml"))
+            unit = value.get("unit", unit)
+        else:
+            left, right, both = None, None, value
+        rows.append({"region": str(region).replace("_", " "), "left": _fmt(left, 3), "right": _fmt(right, 3),
+                     "total": _fmt(both, 3) if both is not None else MISSING})
+    for row in rows:
+        row["unit"] = unit
+    return rows
+
+
+def lesion_rows(report: dict, regions: list[Optional[str]]) -> list[dict]:
+    rows = []
+    for number, (lesion, region) in enumerate(zip(report["pvl"]["lesions"], regions), start=1):
+        uncertain = lesion.get("uncertain")
+        rows.append({
+            "number": number,
+            "volume_ml": _fmt(lesion.get("volume_ml"), 3),
+            "centre": ", ".join(f"{v:.1f}" for v in lesion["centre_ras_mm"]) if lesion.get("centre_ras_mm") else MISSING,
+            "region": region or MISSING,
+            "probability": _fmt(lesion.get("probability"), 2),
+            "uncertain": MISSING if uncertain is None else ("uncertain" if uncertain else "confident"),
+        })
+    return rows
+
+
+def registration_rows(report: dict) -> tuple[str, list[tuple[str, str]]]:
+    quality = (report.get("preprocessing") or {}).get("registration_quality") or {}
+    if not quality:
+        return MISSING, []
+    if not quality.get("registered", True):
+        verdict = "registration switched off (input taken as already in MNI152 space)"
+    else:
+        verdict = "passed" if quality.get("ok") else "FAILED — results are not trustworthy"
+    rows = [
+        ("Normalised mutual information with the template", _fmt(quality.get("nmi"), 3)),
+        ("Template brain inside the input's head", _fmt(None if quality.get("brain_coverage") is None else 100 * quality["brain_coverage"], 0, " %")),
+        ("Template brain inside the field of view", _fmt(None if quality.get("template_brain_in_view") is None else 100 * quality["template_brain_in_view"], 0, " %")),
+        ("Brain scale to template", _fmt(quality.get("scale"), 2)),
+    ]
+    return verdict, rows
+
+
+def case_context(report: dict, header: PatientHeader, planes_png: Optional[bytes], anonymise: bool,
+                 regions: Optional[list[Optional[str]]] = None, generated: Optional[str] = None) -> dict:
+    """Everything the page shows, as strings (one source for the HTML and the PDF)."""
+    macs, pvl, model = report["macs"], report["pvl"], report["model"]
+    brain = report.get("brain") or {}
+    synthetic = is_synthetic_model(model)
+    verdict, registration = registration_rows(report)
+    regions = regions if regions is not None else [None] * len(pvl["lesions"])
+    group = macs.get("group")
+    return {
+        "title": f"SHMN report — {'anonymised case' if anonymise else report['case']}",
+        "case": report["case"],
+        "patient": header.rows(anonymise),
+        "generated": generated or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "engine_version": (report.get("engine") or {}).get("shmn_version", __version__),
+        "synthetic": synthetic,
+        "use_line": SYNTHETIC_LINE if synthetic else RESEARCH_LINE,
+        "disclaimer": report.get("disclaimer", ""),
+        "warnings": list(report.get("warnings") or []),
+        "planes": data_uri(planes_png) if planes_png else None,
+        "macs": {
+            "group": f"{group} ({macs['groups'][group]})" if group else "not predicted by this model",
+            "probability": _fmt(macs.get("probability_severe"), 2),
+            "calibrated": calibrated_macs(macs),
+            "burden": regional_burden(macs),
+        },
+        "volumes": [
+            ("PVL lesions, total", _fmt(pvl.get("volume_ml"), 2, " mL")),
+            ("Number of lesions", MISSING if pvl.get("lesion_count") is None else str(pvl["lesion_count"])),
+            ("Lateral ventricles", _fmt(report["ventricles"].get("volume_ml"), 1, " mL")),
+            ("Brain", _fmt(brain.get("volume_ml"), 0, " mL") if brain.get("volume_ml") is not None else MISSING + " (not computed by this version)"),
+        ],
+        "lesions": lesion_rows(report, regions),
+        "has_lesion_uncertainty": any("uncertain" in lesion or "probability" in lesion for lesion in pvl["lesions"]),
+        "registration_verdict": verdict,
+        "registration_ok": verdict == "passed",
+        "registration": registration,
+        "model": [
+            ("Name", str(model.get("name"))),
+            ("Version", str(model.get("version"))),
+            ("sha256", str(model.get("sha256"))),
+            ("Registered", "yes" if model.get("registered") else "no (a file given by path)"),
+        ],
+    }
+
+
+def render_case_html(context: dict) -> str:
+    return template_environment().get_template("report.html.j2").render(**context)
+
+
+def _load_images(folder: Path, report: dict):
+    """Input, PVL and ventricle masks of a finished case folder (None when the input is gone)."""
+    from shmn.io.volume_io import read_volume
+
+    source = Path(report["input"]["path"])
+    masks = [folder / report.get("outputs", {}).get(key, f"{key}.nii.gz") for key in ("pvl", "ventricles")]
+    if not source.exists() or not all(mask.is_file() for mask in masks):
+        return None
+    return read_volume(source), sitk.ReadImage(str(masks[0])), sitk.ReadImage(str(masks[1]))
+
+
+def write_case_report(
+    folder: str | os.PathLike,
+    report: dict,
+    image: Optional[sitk.Image] = None,
+    pvl: Optional[sitk.Image] = None,
+    ventricles: Optional[sitk.Image] = None,
+    anonymise: bool = False,
+    header: Optional[PatientHeader] = None,
+    anatomy=None,
+) -> tuple[Path, Path]:
+    """Write folder/report.html and folder/report.pdf (each atomically); returns their paths.
+
+    Without the images they are read back (input from report.json's input path, masks from the
+    folder). ``anatomy`` (shmn.io.anatomy.Anatomy) names the lesions' regions; None: loaded from the
+    cache when it is filled, else the regions are left blank.
+    """
+    from shmn.reporting.figures import case_planes
+    from shmn.reporting.pdf import write_case_pdf
+
+    folder = Path(folder)
+    if image is None or pvl is None or ventricles is None:
+        loaded = _load_images(folder, report)
+        image, pvl, ventricles = loaded if loaded else (None, None, None)
+    if header is None:
+        header = read_patient_header(report["input"]["path"])
+    if anatomy is None:
+        anatomy = _cached_anatomy()
+    lesions = report["pvl"]["lesions"]
+    planes = None
+    if image is not None:
+        planes = case_planes(image, pvl, ventricles, lesions[0]["centre_ras_mm"] if lesions else None)
+    context = case_context(report, header, planes, anonymise, lesion_regions(report, anatomy))
+    html_path = write_text(folder / REPORT_HTML, render_case_html(context))
+    pdf_path = write_case_pdf(folder / REPORT_PDF, context, planes)
+    return html_path, pdf_path
+
+
+def _cached_anatomy():
+    from shmn.errors import ShmnError
+    from shmn.io.anatomy import load_anatomy
+
+    try:
+        return load_anatomy()
+    except ShmnError:
+        return None
+
+
+__all__ = ["REPORT_HTML", "REPORT_PDF", "case_context", "render_case_html", "write_case_report"]
