@@ -49,6 +49,11 @@ class CaseRow:
     split: str
     cells: tuple  # the engine's status cells, then the 'Suggested' cell
 
+    @property
+    def suggested(self) -> str:
+        """Rank and score from `shmn suggest` (suggestions.py), "-" when not ranked."""
+        return self.cells[-1]
+
 
 def caseRows(manifest, caseFilter: CaseFilter = CaseFilter.ALL, suggestions=None) -> list:
     """The table's rows; ``suggestions`` (suggestions.Suggestions) fills the 'Suggested' column."""
