@@ -80,7 +80,7 @@ def test_tiny_benchmark_end_to_end(small_cohort, tmp_path, capsys):
     assert set(report["table"]) == {"single-macs", "shmn2"}
     assert "pvl_dice" in report["table"]["shmn2"] and "pvl_dice" not in report["table"]["single-macs"]
     assert 0.0 <= report["table"]["shmn2"]["macs_accuracy"]["mean"] <= 1.0
-    table_text = (out / "benchmark.md").read_text()
+    table_text = (out / "benchmark.md").read_text(encoding="utf-8")  # UTF-8 whatever the locale: reading DICOM with SimpleITK leaves the process in the C locale
     assert table_text.startswith("| preset |") and "1 epochs, overrides lr=0.002" in table_text
     # Run again: every run is complete, so nothing retrains and the table is the same.
     first = (out / "runs" / "shmn2-seed0" / "model-best.safetensors").stat().st_mtime_ns

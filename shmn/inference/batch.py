@@ -92,7 +92,7 @@ def write_summary(path: Path, outcomes: list[CaseOutcome]) -> Path:
     import csv
     import io
 
-    rows = {case: row for case, row in summary_rows_in(path.parent).items()}
+    rows = summary_rows_in(path.parent)
     for outcome in outcomes:
         if outcome.status != "ok" and outcome.case not in rows:
             rows[outcome.case] = failure_row(outcome.case, outcome.error, outcome.seconds)
