@@ -70,11 +70,11 @@ def test_two_writers_of_one_case_name_keep_one_result_and_refuse_the_other(overw
         b_done = threading.Event()
         results: dict[str, object] = {}
 
-        def a_stage(stage):
+        def a_stage(stage, b_done=b_done):
             if stage == "inference":
                 b_done.wait(60)
 
-        def writer(key, on_stage):
+        def writer(key, on_stage, results=results, out=out):
             try:
                 results[key] = predict_case(scans[key], out, predictor, options, on_stage=on_stage)
             except ShmnError as exc:

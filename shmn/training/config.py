@@ -23,7 +23,7 @@ import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from shmn.contract import DEVICES
+from shmn.contract import DEVICES  # noqa: F401 - re-exported: the config's device names are the contract's
 from shmn.errors import ShmnError
 from shmn.network.losses import LossConfig
 from shmn.network.model import NetworkConfig

@@ -163,7 +163,9 @@ def _train_epoch(model, loader, optimizer, scaler, config: TrainConfig, epoch: i
     counts: dict[str, float] = {}
     alpha = 0.0
     # The epoch's progress as the run's share (epoch 3/10 half done: 25%), for a GUI's one bar.
-    run_share = lambda done, total: 100.0 * (epoch + (done / total if total else 0.0)) / config.epochs
+    def run_share(done: int, total: int) -> float:
+        return 100.0 * (epoch + (done / total if total else 0.0)) / config.epochs
+
     for batch in bar(loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, unit="batch", share=run_share):
         batch = {k: v.to(ctx.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         with devices.autocast(ctx.device, mode):
