@@ -39,7 +39,7 @@ clean:
 # Slicer 5.6-5.8 run Python 3.9.10: a static check of the engine and the modules (vermin, annotations
 # evaluated), then the torch-free engine code (Testing/compat) run by a real CPython 3.9 that has only
 # pytest. That interpreter is python3.9 on PATH or pyenv's; without one the run is skipped, and says so.
-PYTHON39 ?= $(shell command -v python3.9 2>/dev/null || ls -d $$HOME/.pyenv/versions/3.9.*/bin/python 2>/dev/null | tail -n 1)
+PYTHON39 ?= $(shell for p in $$(command -v python3.9) $$HOME/.pyenv/versions/3.9.*/bin/python; do $$p -c "" 2>/dev/null && echo $$p && break; done)
 VENV39 ?= .venv39
 check-py39: $(STAMP)
 	$(VENV)/bin/vermin -t=3.9- --eval-annotations --no-tips --violations shmn SHMNCore SHMNSegmenter SHMNTraining
