@@ -17,7 +17,7 @@ class SHMNTraining(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("SHMN Training")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
-        self.parent.dependencies = ["Segmentations", "SegmentEditor"]
+        self.parent.dependencies = ["SHMNCore", "Segmentations", "SegmentEditor"]
         self.parent.contributors = ["SHMN developers"]
         self.parent.helpText = _(
             "For annotators: open a dataset folder (SHMN manifest, or a plain folder of images), label PVL lesions, "
@@ -34,8 +34,8 @@ class SHMNTraining(ScriptedLoadableModule):
 
 class SHMNTrainingWidget(ScriptedLoadableModuleWidget):
     def __init__(self, parent=None):
+        self.panel = None  # set before the base class, which calls setup() itself when given no parent
         ScriptedLoadableModuleWidget.__init__(self, parent)
-        self.panel = None
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -53,6 +53,12 @@ class SHMNTrainingWidget(ScriptedLoadableModuleWidget):
     def cleanup(self):
         if self.panel:
             self.panel.cleanup()
+
+    def onReload(self):
+        from SHMNCoreLib.reloading import reloadPackages
+
+        reloadPackages("SHMNTrainingLib")  # Reload re-reads this file only; the libraries hold the code
+        ScriptedLoadableModuleWidget.onReload(self)
 
 
 class SHMNTrainingTest(ScriptedLoadableModuleTest):

@@ -15,6 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SEGMENTER_DIR = REPO / "SHMNSegmenter"
+CORE_DIR = REPO / "SHMNCore"  # the modules' shared library (SHMNCoreLib), a module folder of its own
 
 # A real SHMN (4 base filters, 4 levels) on the 4 mm "tiny" grid (40x48x40 voxels). N4 off: it is
 # the slowest preprocessing step and geometry does not depend on it.
@@ -37,8 +38,9 @@ def slicer_app(tmp_path_factory):
     from slicer_harness import install_harness
 
     harness = install_harness(tmp_path_factory.mktemp("slicer-temporary"))
-    if str(SEGMENTER_DIR) not in sys.path:
-        sys.path.insert(0, str(SEGMENTER_DIR))
+    for folder in (CORE_DIR, SEGMENTER_DIR):
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
     return harness
 
 

@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from SHMNCoreLib.tables import addStringTable
+
 SEGMENTATION_FILE = "segmentation.seg.nrrd"
 REPORT_FILE = "report.json"
 OVERVIEW_FILE = "overview.png"
@@ -172,22 +174,6 @@ def importLesionCentres(report: dict, scene, name: str):
         centres.SetNthControlPointDescription(index, f"PVL lesion {number}: {float(lesion['volume_ml']):.3f} mL")
         centres.SetNthControlPointLocked(index, True)
     return centres
-
-
-def addStringTable(scene, name: str, columns, rows):
-    """A new table node of text columns filled with ``rows`` (both modules' result tables)."""
-    import vtk
-
-    table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
-    for title in columns:
-        column = vtk.vtkStringArray()
-        column.SetName(title)
-        table.AddColumn(column)
-    for row in rows:
-        rowIndex = table.AddEmptyRow()
-        for columnIndex, text in enumerate(row):
-            table.SetCellText(rowIndex, columnIndex, text)
-    return table
 
 
 def importResultsTable(report: dict, scene, name: str):

@@ -10,8 +10,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from .engine import Engine, engineEnvironment
-from .process import SubprocessRunner
+from SHMNCoreLib.engine import Engine, engineEnvironment
+from SHMNCoreLib.process import SubprocessRunner
 
 PHANTOM_OPTIONS = ["--size", "small", "--n-pvl", "1", "--n-macs", "1", "--n-ventricle-labels", "0", "--seed", "1", "--workers", "1"]
 

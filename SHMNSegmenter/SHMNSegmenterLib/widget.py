@@ -13,11 +13,11 @@ import slicer
 import vtk
 from slicer.util import VTKObservationMixin
 
-from .dependencies import ensureDependenciesInteractive
-from .engine import EngineNotFound, availableModels
+from SHMNCoreLib.dependencies import ensureDependenciesInteractive
+from SHMNCoreLib.engine import EngineNotFound, availableModels
 from .logic import JobState, SHMNSegmenterLogic
 from .parameters import DEFAULT_MODEL, parametersFromNode
-from .process import Progress
+from SHMNCoreLib.process import Progress
 
 POLL_INTERVAL_MS = 200
 DEFAULT_MODEL_LABEL = "Default model"

@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from SHMNSegmenterLib.dependencies import anatomyMissing
-from SHMNSegmenterLib.engine import Engine, engineEnvironment, fetchAnatomyCommand
-from SHMNSegmenterLib.logic import JobState, SegmentationJob
-from SHMNSegmenterLib.process import Progress, SubprocessRunner
+from SHMNCoreLib.dependencies import anatomyMissing
+from SHMNCoreLib.engine import Engine, engineEnvironment, fetchAnatomyCommand
+from SHMNCoreLib.jobs import EngineJob as SegmentationJob, JobState
+from SHMNCoreLib.process import Progress, SubprocessRunner
 
 from .parameters import TrainingParameters
 

@@ -16,10 +16,10 @@ import slicer
 import vtk
 from slicer.util import VTKObservationMixin
 
-from SHMNSegmenterLib.dependencies import ensureDependenciesInteractive
-from SHMNSegmenterLib.engine import EngineNotFound, availableModels
-from SHMNSegmenterLib.logic import JobState
-from SHMNSegmenterLib.process import Progress
+from SHMNCoreLib.dependencies import ensureDependenciesInteractive
+from SHMNCoreLib.engine import EngineNotFound, availableModels
+from SHMNCoreLib.jobs import JobState
+from SHMNCoreLib.process import Progress
 
 from .curves import CHARTS
 from .dataset import COLUMNS, CaseFilter

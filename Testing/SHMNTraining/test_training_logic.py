@@ -20,7 +20,7 @@ import pytest
 import SimpleITK as sitk
 
 REPO = Path(__file__).resolve().parents[2]
-for folder in (REPO / "Testing", REPO / "SHMNSegmenter", REPO / "SHMNTraining"):
+for folder in (REPO / "Testing", REPO / "SHMNCore", REPO / "SHMNSegmenter", REPO / "SHMNTraining"):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
@@ -280,7 +280,7 @@ def make_mini_dataset(cohort: Path, folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def trained(small_cohort, tmp_path_factory, harness):
     """One tiny `shmn train` run: cancelled during epoch 2, resumed to the end, then evaluated."""
-    from SHMNSegmenterLib.logic import JobState
+    from SHMNCoreLib.jobs import JobState
     from SHMNTrainingLib import Preset, Resolution, SHMNTrainingLogic, TrainDevice, TrainingParameters
 
     harness.clear_scene()
@@ -317,7 +317,7 @@ def test_training_starts_with_the_right_arguments(trained):
 
 
 def test_progress_and_epochs_are_parsed_live(trained):
-    from SHMNSegmenterLib.logic import JobState
+    from SHMNCoreLib.jobs import JobState
 
     cancelled = trained["cancelled"]
     assert cancelled["state"] is JobState.CANCELLED and cancelled["exit_code"] is not None  # the process is gone
@@ -358,7 +358,7 @@ def test_evaluation_on_the_test_split_lands_in_a_table(trained):
 
 def test_registered_model_is_selectable_in_the_segmenter(trained, monkeypatch, tmp_path):
     from shmn.io.registry import sha256_of
-    from SHMNSegmenterLib.engine import availableModels, findEngine
+    from SHMNCoreLib.engine import availableModels, findEngine
     from SHMNTrainingLib import ModelRegistration
 
     registry = tmp_path / "user" / "models.json"
