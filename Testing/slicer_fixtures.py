@@ -44,6 +44,15 @@ def slicer_app(tmp_path_factory):
     return harness
 
 
+@pytest.fixture(scope="session")
+def slicer_qt(slicer_app, tmp_path_factory):
+    """Real Qt (PySide6, offscreen) behind Slicer's names: the panels and their .ui files (slicer_qt_harness.py)."""
+    pytest.importorskip("PySide6", reason="the panels' tests need PySide6 (the test extra installs it)")
+    from slicer_qt_harness import install_qt
+
+    return install_qt(slicer_app, tmp_path_factory.mktemp("qsettings"))
+
+
 @pytest.fixture
 def scene(slicer_app):
     """The MRML scene, emptied after the test (like closing the scene in Slicer)."""

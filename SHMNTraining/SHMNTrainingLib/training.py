@@ -31,6 +31,7 @@ from .parameters import TrainingParameters
 
 EPOCH_PREFIX = "SHMN-EPOCH"  # shmn.training.train.EPOCH_PREFIX
 METRICS_LOG = "metrics.jsonl"
+RUN_CONFIG_FILE = "config.json"  # shmn.training.checkpoint.RunFiles.config: its presence means a run is there
 MODEL_FILES = ("model-best.safetensors", "model-last.safetensors")  # shmn.training.checkpoint.RunFiles, best first
 EVALUATION_SPLIT = "test"
 EPOCH_STAGE = re.compile(r"^epoch (?P<epoch>\d+)/(?P<epochs>\d+)$")
@@ -103,6 +104,11 @@ def defaultRunFolder(params: TrainingParameters, now: float | None = None) -> Pa
     root = first.parent if first.name.endswith(".json") else first
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
     return root / "runs" / f"{params.preset.value}-{params.resolution.value}-{stamp}"
+
+
+def holdsRun(folder: Path) -> bool:
+    """Whether ``folder`` holds a training run (``shmn train`` without --resume refuses such a folder)."""
+    return (Path(folder) / RUN_CONFIG_FILE).is_file()
 
 
 def epochSummary(record: dict) -> str:
