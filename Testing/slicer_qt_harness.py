@@ -38,6 +38,7 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import shiboken6  # noqa: E402
 from PySide6 import QtCore, QtGui, QtUiTools, QtWidgets  # noqa: E402
 
 import slicer  # noqa: E402
@@ -426,6 +427,7 @@ def _processClass(cls):
     def __init__(self, parameterNode):
         self.parameterNode = parameterNode
         self._parameterGUIs = {}
+        self._observers = {}
         self._nextTag = 0
         self._updatingGUI = False
         for name, (serializer, default, _) in parameters.items():
@@ -448,7 +450,8 @@ def _processClass(cls):
         try:
             for mapping in self._parameterGUIs.values():
                 for name, connector in mapping.items():
-                    connector.write(self.getValue(name))
+                    if shiboken6.isValid(connector.widget):  # (PythonQt raises on a deleted widget; C++ here would crash)
+                        connector.write(self.getValue(name))
         finally:
             self._updatingGUI = False
 
@@ -468,7 +471,9 @@ def _processClass(cls):
                     self.setValue(name, connector.read())
 
             connector.onChanged(guiChanged)
-        self.parameterNode.AddObserver(vtk.vtkCommand.ModifiedEvent, lambda caller, event: updateGUI(self))
+        # One observer per connection, as in Slicer; removed on disconnect here (Slicer leaves it, harmlessly
+        # with PythonQt; an observer outliving its widgets can crash PySide).
+        self._observers[tag] = self.parameterNode.AddObserver(vtk.vtkCommand.ModifiedEvent, lambda caller, event: updateGUI(self))
         return tag
 
     def connectGui(self, gui):
@@ -479,6 +484,8 @@ def _processClass(cls):
     def disconnectGui(self, tag):
         for connector in self._parameterGUIs.pop(tag, {}).values():
             connector.onChanged(None)
+        if tag in self._observers:
+            self.parameterNode.RemoveObserver(self._observers.pop(tag))
 
     for name in parameters:
         setattr(cls, name, makeProperty(name))
