@@ -121,3 +121,26 @@ def _phantom_pair(manifest, folder, largest: bool) -> dict:
     if np.linalg.det(nib.load(str(image)).affine[:3, :3]) > 0:
         return {"positive": image, "negative": flipped, "pvl": pvl, "negative_pvl": flipped_pvl, "id": case.id}
     return {"positive": flipped, "negative": image, "pvl": flipped_pvl, "negative_pvl": pvl, "id": case.id}
+
+
+def mini_dataset(cohort: Path, folder: Path, cases: dict) -> Path:
+    """Phantom cases copied into one dataset (images and masks keep their relative paths).
+
+    ``cases``: {(dataset, case id): split}, e.g. {("pvl", "pvl_001"): "train"}.
+    """
+    import shutil
+    from dataclasses import replace
+
+    from shmn.io.manifest import Manifest, load_manifest
+
+    chosen = []
+    for (dataset, caseId), split in cases.items():
+        manifest = load_manifest(Path(cohort) / dataset)
+        case = manifest.case(caseId)
+        for relative in (case.image, case.pvl, case.ventricles):
+            if relative:
+                (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(manifest.resolve(relative), folder / relative)
+        chosen.append(replace(case, split=split))
+    Manifest(root=folder, cases=chosen, name="mini", description=f"{len(chosen)} SYNTHETIC phantom cases", synthetic=True).save()
+    return folder

@@ -9,7 +9,6 @@ on four phantom cases: started, cancelled after its first epoch, resumed, evalua
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -260,21 +259,9 @@ MINI_CASES = {  # phantom case -> split in the mini dataset
 
 def make_mini_dataset(cohort: Path, folder: Path) -> Path:
     """Four phantom cases copied into one dataset (images and masks keep their relative paths)."""
-    from dataclasses import replace
+    from slicer_fixtures import mini_dataset
 
-    from shmn.io.manifest import Manifest, load_manifest
-
-    cases = []
-    for (dataset, caseId), split in MINI_CASES.items():
-        manifest = load_manifest(cohort / dataset)
-        case = manifest.case(caseId)
-        for relative in (case.image, case.pvl, case.ventricles):
-            if relative:
-                (folder / relative).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(manifest.resolve(relative), folder / relative)
-        cases.append(replace(case, split=split))
-    Manifest(root=folder, cases=cases, name="mini", description="four SYNTHETIC phantom cases", synthetic=True).save()
-    return folder
+    return mini_dataset(cohort, folder, MINI_CASES)
 
 
 @pytest.fixture(scope="module")
