@@ -6,7 +6,7 @@ the choices live in the scene (saved with it) and widgets whose ``SlicerParamete
 names a field stay in sync with it. A field's ``metadata`` may give ``minimum``/``maximum``: they
 become the wrapper's ``Minimum``/``Maximum`` annotations, without which the wrapper resets a bound
 spin box's range to the whole int range. ``connectWidgets`` binds a panel's widgets and returns a
-tag that ``disconnectGui`` accepts on every Slicer (``connectGui`` returns nothing on 5.6-5.8).
+tag that ``disconnectGui`` accepts (``connectGui`` returns nothing: Slicer issue #7547).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def boundWidgets(ui) -> dict:
 def connectWidgets(wrappedNode, ui):
     """Bind ``ui``'s parameter widgets to ``wrappedNode``; the tag to pass to ``disconnectGui``.
 
-    ``connectGui`` would do the same binding but returns None before Slicer 5.10, so its
+    ``connectGui`` would do the same binding but returns None (Slicer 5.8 and, so far, later: issue #7547), so its
     ``disconnectGui`` did nothing and every module entry added one more set of live connections.
     """
     return wrappedNode.connectParametersToGui(boundWidgets(ui))

@@ -65,7 +65,7 @@ class SegmenterPanel(VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
         self._parameterNode = node
         if node:
-            self._guiTag = connectWidgets(node, self.ui)  # a tag on every Slicer version (connectGui gives none before 5.10)
+            self._guiTag = connectWidgets(node, self.ui)  # connectGui returns no tag (Slicer issue #7547)
             self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
             self.showModel(node.modelName)
         self.updateApplyButton()

@@ -107,7 +107,7 @@ def test_a_model_saved_with_the_scene_is_shown_and_kept(widget):
 
 
 def test_widgets_let_go_of_a_parameter_node_they_were_disconnected_from(widget):
-    """Issue 14, defect 4: connectGui returns no tag before Slicer 5.10, so disconnectGui(tag) disconnected nothing."""
+    """Issue 14, defect 4: connectGui returns no tag (Slicer issue #7547), so disconnectGui(tag) disconnected nothing."""
     from SHMNSegmenterLib.parameters import Device
 
     for _ in range(3):
