@@ -601,10 +601,12 @@ def install_qt(harness, settings_folder: str | os.PathLike):
     for cls in MRML_STAND_INS:
         setattr(slicer, cls.__name__, cls)
     sys.modules["slicer.parameterNodeWrapper"] = slicer.parameterNodeWrapper = _makeParameterNodeWrapperModule()
-    scripted = sys.modules["slicer.ScriptedLoadableModule"]
-    widgetClass = _makeScriptedLoadableModuleWidget()
-    widgetClass.__module__ = scripted.__name__
-    scripted.ScriptedLoadableModuleWidget = widgetClass
+    # The base class is completed in place: module files imported before Qt was installed subclass it already.
+    qtWidgetClass = _makeScriptedLoadableModuleWidget()
+    baseClass = sys.modules["slicer.ScriptedLoadableModule"].ScriptedLoadableModuleWidget
+    for name, member in vars(qtWidgetClass).items():
+        if callable(member) or name == "__doc__":
+            setattr(baseClass, name, member)
     app = harness_app = slicer.app
     harness_app.applicationName = "Slicer"
     app.setOverrideCursor = QtWidgets.QApplication.setOverrideCursor
