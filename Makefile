@@ -11,7 +11,7 @@ DEMO_DIR ?= demo-output
 # glibc otherwise maps and unmaps every large activation (25-44% of CPU time in the kernel, docs/DESIGN.md section 7).
 export GLIBC_TUNABLES ?= glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
 
-.PHONY: all install anatomy demo test test-fast lint clean
+.PHONY: all install anatomy demo test test-fast lint clean check-py39
 
 all: test
 
@@ -45,3 +45,19 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache
+
+# Slicer 5.6-5.8 run Python 3.9.10: a static check of the engine and the modules (vermin, annotations
+# evaluated), then the torch-free engine code (Testing/compat) run by a real CPython 3.9 that has only
+# pytest. That interpreter is python3.9 on PATH or pyenv's; without one the run is skipped, and says so.
+PYTHON39 ?= $(shell for p in $$(command -v python3.9) $$HOME/.pyenv/versions/3.9.*/bin/python; do $$p -c "" 2>/dev/null && echo $$p && break; done)
+VENV39 ?= .venv39
+check-py39: $(STAMP)
+	$(VENV)/bin/vermin -t=3.9- --eval-annotations --no-tips --violations shmn SHMNCore SHMNSegmenter SHMNTraining
+	@if [ -z "$(PYTHON39)" ]; then \
+	  echo "check-py39: SKIPPED the Python 3.9 run: no python3.9 on PATH nor in ~/.pyenv/versions (install one to run it)"; \
+	else \
+	  test -x $(VENV39)/bin/python || $(PYTHON39) -m venv $(VENV39); \
+	  $(VENV39)/bin/python -m pip install -q pytest==8.3.5; \
+	  echo "check-py39: Testing/compat on $$($(VENV39)/bin/python --version)"; \
+	  PYTHONPATH=$(CURDIR) $(VENV39)/bin/python -m pytest -q -p no:cacheprovider Testing/compat; \
+	fi

@@ -17,7 +17,7 @@ class SHMNSegmenter(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("SHMN Segmenter")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
-        self.parent.dependencies = []
+        self.parent.dependencies = ["SHMNCore"]  # the shared Slicer-side library (SHMNCoreLib)
         self.parent.contributors = ["SHMN developers"]
         self.parent.helpText = _(
             "Segments periventricular leukomalacia (PVL) lesions and the lateral ventricles in a child's T2 FLAIR MRI, "
@@ -53,6 +53,12 @@ class SHMNSegmenterWidget(ScriptedLoadableModuleWidget):
     def cleanup(self):
         if self.panel:
             self.panel.cleanup()
+
+    def onReload(self):
+        from SHMNCoreLib.reloading import reloadPackages
+
+        reloadPackages("SHMNSegmenterLib")  # Reload re-reads this file only; the libraries hold the code
+        ScriptedLoadableModuleWidget.onReload(self)
 
 
 class SHMNSegmenterTest(ScriptedLoadableModuleTest):

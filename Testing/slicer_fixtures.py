@@ -15,6 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SEGMENTER_DIR = REPO / "SHMNSegmenter"
+CORE_DIR = REPO / "SHMNCore"  # the modules' shared library (SHMNCoreLib), a module folder of its own
 
 # A real SHMN (4 base filters, 4 levels) on the 4 mm "tiny" grid (40x48x40 voxels). N4 off: it is
 # the slowest preprocessing step and geometry does not depend on it.
@@ -37,9 +38,19 @@ def slicer_app(tmp_path_factory):
     from slicer_harness import install_harness
 
     harness = install_harness(tmp_path_factory.mktemp("slicer-temporary"))
-    if str(SEGMENTER_DIR) not in sys.path:
-        sys.path.insert(0, str(SEGMENTER_DIR))
+    for folder in (CORE_DIR, SEGMENTER_DIR):
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
     return harness
+
+
+@pytest.fixture(scope="session")
+def slicer_qt(slicer_app, tmp_path_factory):
+    """Real Qt (PySide6, offscreen) behind Slicer's names: the panels and their .ui files (slicer_qt_harness.py)."""
+    pytest.importorskip("PySide6", reason="the panels' tests need PySide6 (the test extra installs it)")
+    from slicer_qt_harness import install_qt
+
+    return install_qt(slicer_app, tmp_path_factory.mktemp("qsettings"))
 
 
 @pytest.fixture
@@ -110,3 +121,26 @@ def _phantom_pair(manifest, folder, largest: bool) -> dict:
     if np.linalg.det(nib.load(str(image)).affine[:3, :3]) > 0:
         return {"positive": image, "negative": flipped, "pvl": pvl, "negative_pvl": flipped_pvl, "id": case.id}
     return {"positive": flipped, "negative": image, "pvl": flipped_pvl, "negative_pvl": pvl, "id": case.id}
+
+
+def mini_dataset(cohort: Path, folder: Path, cases: dict) -> Path:
+    """Phantom cases copied into one dataset (images and masks keep their relative paths).
+
+    ``cases``: {(dataset, case id): split}, e.g. {("pvl", "pvl_001"): "train"}.
+    """
+    import shutil
+    from dataclasses import replace
+
+    from shmn.io.manifest import Manifest, load_manifest
+
+    chosen = []
+    for (dataset, caseId), split in cases.items():
+        manifest = load_manifest(Path(cohort) / dataset)
+        case = manifest.case(caseId)
+        for relative in (case.image, case.pvl, case.ventricles):
+            if relative:
+                (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(manifest.resolve(relative), folder / relative)
+        chosen.append(replace(case, split=split))
+    Manifest(root=folder, cases=chosen, name="mini", description=f"{len(chosen)} SYNTHETIC phantom cases", synthetic=True).save()
+    return folder

@@ -14,8 +14,9 @@ builds with Qt. This file stands in for exactly that, and for nothing else:
   and ``slicer.i18n`` (translation is the identity).
 
 Nodes, storage nodes, segmentations, markups, tables and the subject hierarchy are never faked: a
-test that passes here exercises the same MRML code the Slicer application runs. Widgets are out of
-reach (no PythonQt): ``ScriptedLoadableModuleWidget`` raises if instantiated.
+test that passes here exercises the same MRML code the Slicer application runs. Qt is not needed
+here: ``ScriptedLoadableModuleWidget`` raises if instantiated, until ``slicer_qt_harness.install_qt``
+(the ``slicer_qt`` fixture) adds real Qt (PySide6) and the panels' widget base class.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
-from .enginecontract import engineContract  # the engine's file names (shmn.contract)
+from SHMNCoreLib.enginecontract import engineContract  # the engine's file names (shmn.contract)
 
 
 class ReportMissing(RuntimeError):

@@ -9,7 +9,7 @@ widgets whose ``SlicerParameterName`` property names a field stay in sync with i
 from __future__ import annotations
 
 import enum
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass, fields
 from functools import lru_cache
 
 
@@ -56,19 +56,9 @@ NODE_FIELDS = {"inputVolume": "vtkMRMLScalarVolumeNode"}
 @lru_cache(maxsize=1)
 def parameterNodeClass():
     """``parameterNodeWrapper`` class with SegmenterParameters' fields (Slicer application only)."""
-    import slicer
-    from slicer.parameterNodeWrapper import parameterNodeWrapper
+    from SHMNCoreLib.parameternode import wrapperClass
 
-    annotations, defaults = {}, {}
-    for item in fields(SegmenterParameters):
-        if item.name in NODE_FIELDS:
-            annotations[item.name] = getattr(slicer, NODE_FIELDS[item.name])
-            continue
-        annotations[item.name] = type(item.default)
-        if item.default is not MISSING:
-            defaults[item.name] = item.default
-    namespace = {"__annotations__": annotations, "__doc__": SegmenterParameters.__doc__, **defaults}
-    return parameterNodeWrapper(type("SHMNSegmenterParameterNode", (), namespace))
+    return wrapperClass(SegmenterParameters, "SHMNSegmenterParameterNode", NODE_FIELDS)
 
 
 def parametersFromNode(wrappedNode) -> SegmenterParameters:

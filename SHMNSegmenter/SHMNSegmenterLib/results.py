@@ -15,8 +15,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from SHMNCoreLib.enginecontract import engineContract, engineModule  # the engine's file names (shmn.contract)
+from SHMNCoreLib.tables import addStringTable
+
 from .casereport import reportPath
-from .enginecontract import engineContract, engineModule  # the engine's file names (shmn.contract)
 
 VENTRICLE_OPACITY_3D = 0.4  # see-through ventricles: the lesions around them stay visible in 3D
 TABLE_COLUMNS = ("Measurement", "Value", "Unit", "R (mm)", "A (mm)", "S (mm)")
@@ -175,22 +177,6 @@ def importLesionCentres(report: dict, scene, name: str):
         centres.SetNthControlPointDescription(index, f"PVL lesion {number}: {float(lesion['volume_ml']):.3f} mL")
         centres.SetNthControlPointLocked(index, True)
     return centres
-
-
-def addStringTable(scene, name: str, columns, rows):
-    """A new table node of text columns filled with ``rows`` (both modules' result tables)."""
-    import vtk
-
-    table = scene.AddNewNodeByClass("vtkMRMLTableNode", name)
-    for title in columns:
-        column = vtk.vtkStringArray()
-        column.SetName(title)
-        table.AddColumn(column)
-    for row in rows:
-        rowIndex = table.AddEmptyRow()
-        for columnIndex, text in enumerate(row):
-            table.SetCellText(rowIndex, columnIndex, text)
-    return table
 
 
 def importResultsTable(report: dict, scene, name: str, caseReport: Path | None = None):

@@ -7,27 +7,17 @@ small synthetic cohort and takes its first PVL-labelled case.
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
-from .engine import Engine, engineEnvironment
-from .process import SubprocessRunner
+from SHMNCoreLib.engine import Engine
+from SHMNCoreLib.phantom import makePhantomCohort
 
-PHANTOM_OPTIONS = ["--size", "small", "--n-pvl", "1", "--n-macs", "1", "--n-ventricle-labels", "0", "--seed", "1", "--workers", "1"]
-
-
-def phantomCommand(engine: Engine, folder: Path) -> list[str]:
-    return [str(engine.python), "-m", "shmn", "-q", "phantom", "-o", str(folder), *PHANTOM_OPTIONS]
+PHANTOM_COUNTS = {"n_pvl": 1, "n_macs": 1, "n_ventricle_labels": 0}
 
 
-def makePhantomCase(engine: Engine, parentFolder: str | Path, timeout_s: float = 600) -> Path:
+def makePhantomCase(engine: Engine, parentFolder, timeout_s: float = 600) -> Path:
     """Generate the cohort in a fresh folder under ``parentFolder``; the FLAIR of its first PVL case."""
-    folder = Path(tempfile.mkdtemp(prefix="shmn-phantom-", dir=parentFolder)) / "cohort"
-    runner = SubprocessRunner()
-    runner.start(phantomCommand(engine, folder), env=engineEnvironment(engine))
-    exitCode = runner.wait(timeout_s)
-    if exitCode != 0:
-        raise RuntimeError(f"`shmn phantom` failed ({exitCode}):\n" + "\n".join(runner.readLines()[-10:]))
+    folder = makePhantomCohort(engine, parentFolder, PHANTOM_COUNTS, timeout_s)
     manifest = json.loads((folder / "pvl" / "manifest.json").read_text(encoding="utf-8"))
     case = next(c for c in manifest["cases"] if c.get("pvl"))
     return folder / "pvl" / case["image"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .engine import MODULE_DIR
+from SHMNCoreLib.engine import MODULE_DIR
 
 TERMINOLOGY_FILE = "SHMN.term.json"
 

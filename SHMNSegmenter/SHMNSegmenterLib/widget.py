@@ -13,14 +13,19 @@ import slicer
 import vtk
 from slicer.util import VTKObservationMixin
 
-from .dependencies import ensureDependenciesInteractive
-from .engine import EngineNotFound, availableModels
+from SHMNCoreLib.dependencies import ensureDependenciesInteractive
+from SHMNCoreLib.engine import EngineNotFound, availableModels
+from SHMNCoreLib.parameternode import connectWidgets
+from SHMNCoreLib.process import Progress
+from SHMNCoreLib.settings import fillFromSettings, remember
+
 from .logic import JobState, SHMNSegmenterLogic
 from .parameters import DEFAULT_MODEL, parametersFromNode
-from .process import Progress
 
 POLL_INTERVAL_MS = 200
 DEFAULT_MODEL_LABEL = "Default model"
+SETTINGS_MODULE = "SHMNSegmenter"
+REMEMBERED = ("modelName", "device")  # the user's last choices, for a scene that has none yet (QSettings)
 
 
 def openWithSystem(path) -> bool:
@@ -54,19 +59,27 @@ class SegmenterPanel(VTKObservationMixin):
 
     # --- parameter node -------------------------------------------------------------------------
     def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
+        node = self.logic.getParameterNode()
+        fillFromSettings(node, SETTINGS_MODULE, REMEMBERED)
+        self.setParameterNode(node)
         if not self._parameterNode.inputVolume:
             self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
 
     def setParameterNode(self, node) -> None:
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._guiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateApplyButton)
+            if self._guiTag is not None:
+                self._parameterNode.disconnectGui(self._guiTag)
+            self._guiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
         self._parameterNode = node
         if node:
-            self._guiTag = node.connectGui(self.ui)
-            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateApplyButton)
+            self._guiTag = connectWidgets(node, self.ui)  # connectGui returns no tag (Slicer issue #7547)
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
             self.showModel(node.modelName)
+        self.updateApplyButton()
+
+    def onParameterNodeModified(self, caller=None, event=None) -> None:
+        remember(SETTINGS_MODULE, "device", self._parameterNode.device)
         self.updateApplyButton()
 
     def onSceneStartClose(self, caller=None, event=None) -> None:
@@ -78,14 +91,25 @@ class SegmenterPanel(VTKObservationMixin):
 
     # --- model choice ---------------------------------------------------------------------------
     def populateModels(self) -> None:
+        """Refill the model list (models registered meanwhile appear) and show the chosen model again.
+
+        The refill must not reach the parameter node: clearing the combo box emits an empty choice,
+        which would replace the user's model with the default one.
+        """
         combo = self.ui.modelComboBox
-        combo.clear()
-        combo.addItem(DEFAULT_MODEL_LABEL, DEFAULT_MODEL)
+        chosen = self._parameterNode.modelName if self._parameterNode else self.selectedModel()
+        wasBlocked = combo.blockSignals(True)
         try:
-            for choice in availableModels(self.logic.engine):
-                combo.addItem(choice.label, choice.value)
-        except (EngineNotFound, ImportError) as exc:
-            self.appendLog(f"Warning: model list unavailable ({exc})")
+            combo.clear()
+            combo.addItem(DEFAULT_MODEL_LABEL, DEFAULT_MODEL)
+            try:
+                for choice in availableModels(self.logic.engine):
+                    combo.addItem(choice.label, choice.value)
+            except (EngineNotFound, ImportError) as exc:
+                self.appendLog(f"Warning: model list unavailable ({exc})")
+        finally:
+            combo.blockSignals(wasBlocked)
+        self.showModel(chosen)
 
     def selectedModel(self) -> str:
         combo = self.ui.modelComboBox
@@ -106,6 +130,7 @@ class SegmenterPanel(VTKObservationMixin):
     def onModelChanged(self, *_) -> None:
         if self._parameterNode:
             self._parameterNode.modelName = self.selectedModel()
+            remember(SETTINGS_MODULE, "modelName", self._parameterNode.modelName)
 
     # --- running --------------------------------------------------------------------------------
     def updateApplyButton(self, caller=None, event=None) -> None:

@@ -3,7 +3,7 @@
 Manifests, atomic writes, the model registry and the segment terminology are small pure-Python
 modules: the module reads and writes them directly (the same code the engine's commands use), so
 a manifest saved here is exactly what ``shmn train`` reads. Anything heavy (torch, registration,
-training, prediction) runs in the engine's own process (SHMNSegmenterLib.process).
+training, prediction) runs in the engine's own process (SHMNCoreLib.process).
 
 The engine is found the way SHMNSegmenter finds it (developer tree, installed extension or Python
 environment), and only when first needed: Slicer loads the module even where the engine is missing.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from functools import lru_cache
 
-from SHMNSegmenterLib.engine import Engine, findEngine, importEngineModule
+from SHMNCoreLib.engine import Engine, findEngine, importEngineModule
 
 
 @lru_cache(maxsize=1)

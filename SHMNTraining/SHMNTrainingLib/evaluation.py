@@ -6,7 +6,7 @@ sd, median and n; the MACS metrics are over the whole split (sd and median do no
 
 from __future__ import annotations
 
-from SHMNSegmenterLib.results import addStringTable
+from SHMNCoreLib.tables import addStringTable
 
 COLUMNS = ("Metric", "Mean", "SD", "Median", "n")
 # Summary keys of shmn.training.evaluate (CASE_METRICS, MACS_METRICS) as shown; unknown keys are shown as they are.

@@ -13,8 +13,8 @@ from typing import Callable
 import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
-from SHMNSegmenterLib.engine import Engine, findEngine
-from SHMNSegmenterLib.process import ProcessRunner, SubprocessRunner
+from SHMNCoreLib.engine import Engine, findEngine
+from SHMNCoreLib.process import ProcessRunner, SubprocessRunner
 
 from . import casescene
 from .confidence import PseudoLabelConfidence, pseudoLabelConfidence

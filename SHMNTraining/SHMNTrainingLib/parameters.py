@@ -9,7 +9,7 @@ into a wrapper class, so the choices are saved with the scene and the widgets wh
 from __future__ import annotations
 
 import enum
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 
 
@@ -56,6 +56,9 @@ class TrainDevice(enum.Enum):
         return {"auto": "Auto (GPU if available)", "cpu": "CPU", "cuda": "GPU (CUDA)"}[self.value]
 
 
+MIN_EPOCHS, MAX_EPOCHS = 1, 10000
+
+
 @dataclass
 class TrainingParameters:
     """One training run; paths are plain strings (empty = not chosen)."""
@@ -64,7 +67,8 @@ class TrainingParameters:
     runFolder: str = ""  # RUN_DIR; empty: a new folder under the first dataset's runs/
     preset: Preset = Preset.SHMN4
     resolution: Resolution = Resolution.FAST
-    epochs: int = 30
+    # The bounds reach the spin box through the parameter node (parameterNodeWrapper resets an unbounded one).
+    epochs: int = field(default=30, metadata={"minimum": MIN_EPOCHS, "maximum": MAX_EPOCHS})
     device: TrainDevice = TrainDevice.AUTO
     resume: bool = False
     cacheFolder: str = ""  # preprocessing cache shared between runs; empty: the engine's user cache
@@ -77,8 +81,8 @@ class TrainingParameters:
         found = []
         if not self.datasetList():
             found.append("Choose at least one dataset folder.")
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            found.append("Epochs must be 1 or more.")
+        if not isinstance(self.epochs, int) or not MIN_EPOCHS <= self.epochs <= MAX_EPOCHS:
+            found.append(f"Epochs must be between {MIN_EPOCHS} and {MAX_EPOCHS}.")
         if self.resume and not self.runFolder:
             found.append("Resume needs the run folder of the run to continue.")
         return found
@@ -106,12 +110,6 @@ def trainingParametersFrom(state) -> TrainingParameters:
 @lru_cache(maxsize=1)
 def parameterNodeClass():
     """``parameterNodeWrapper`` class with SHMNTrainingState's fields (Slicer application only)."""
-    from slicer.parameterNodeWrapper import parameterNodeWrapper
+    from SHMNCoreLib.parameternode import wrapperClass
 
-    annotations, defaults = {}, {}
-    for item in fields(SHMNTrainingState):
-        annotations[item.name] = type(item.default)
-        if item.default is not MISSING:
-            defaults[item.name] = item.default
-    namespace = {"__annotations__": annotations, "__doc__": SHMNTrainingState.__doc__, **defaults}
-    return parameterNodeWrapper(type("SHMNTrainingParameterNode", (), namespace))
+    return wrapperClass(SHMNTrainingState, "SHMNTrainingParameterNode")

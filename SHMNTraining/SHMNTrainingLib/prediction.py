@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from SHMNSegmenterLib.dependencies import anatomyMissing
-from SHMNSegmenterLib.engine import Engine, engineEnvironment, fetchAnatomyCommand, predictCommand
-from SHMNSegmenterLib.logic import SegmentationJob
-from SHMNSegmenterLib.process import SubprocessRunner
+from SHMNCoreLib.dependencies import anatomyMissing
+from SHMNCoreLib.engine import Engine, engineEnvironment, fetchAnatomyCommand, predictCommand
+from SHMNCoreLib.jobs import EngineJob as SegmentationJob
+from SHMNCoreLib.process import SubprocessRunner
 
 from .engineaccess import shmn
 

@@ -1,9 +1,11 @@
-"""A tiny dataset made on the spot, and the annotation round trip the module's self-test runs on it.
+"""What the module's self-test runs: an annotation round trip, and one real training epoch.
 
-Three small FLAIR-like volumes with masks: one on a right-handed grid, one whose NIfTI affine has a
-negative determinant (what dcm2niix often writes: Slicer flips such a volume's voxel array along K)
-and one oblique. No engine process is started, so the self-test takes seconds inside Slicer and
-under pytest alike; the engine runs themselves are covered by Testing/test_training_logic.py.
+The round trip: three small FLAIR-like volumes with masks made on the spot, one on a right-handed
+grid, one whose NIfTI affine has a negative determinant (what dcm2niix often writes: Slicer flips
+such a volume's voxel array along K) and one oblique; a label painted, saved and read back. No engine
+process: seconds. The training epoch: the engine makes a small phantom cohort (``shmn phantom``),
+trains SHMN-4 for one epoch on the tiny 4 mm grid on the CPU, evaluates it on the test split, and
+the curves, charts and evaluation table land in the scene: about a minute or two on a laptop CPU.
 """
 
 from __future__ import annotations
@@ -86,6 +88,14 @@ class RoundTrip:
     manifestMacs: str | None
     manifestPvl: str | None
 
+    def problems(self) -> list:
+        """What differs from a correct round trip (empty when it is right)."""
+        expected = {"createdManifest": True, "modifiedAfterPaint": True, "modifiedAfterSave": False,
+                    "writtenKinds": ["pvl", "ventricles"], "keptVersions": 1,  # the ventricle mask it replaced
+                    "savedMatchesSegment": True, "savedOnImageGrid": True, "manifestMacs": "severe",
+                    "manifestPvl": f"labels/pvl/{self.caseId}.nii.gz"}
+        return [f"{name}: {getattr(self, name)!r}, expected {value!r}" for name, value in expected.items() if getattr(self, name) != value]
+
 
 def annotationRoundTrip(folder: Path, log=print) -> RoundTrip:
     """Open a plain image folder as a dataset, load the negative-determinant case, paint, save, check."""
@@ -119,3 +129,69 @@ def annotationRoundTrip(folder: Path, log=print) -> RoundTrip:
     entry = saved.manifest.case("case_neg")
     return RoundTrip("case_neg", opened.created, modifiedAfterPaint, logic.hasUnsavedChanges, sorted(saved.written),
                      len(saved.kept), matches, bool(onGrid), entry.macs, entry.pvl)
+
+
+# --- one epoch of training on the tiny grid ---------------------------------------------------------
+PHANTOM_COUNTS = {"n_pvl": 4, "n_macs": 4, "n_ventricle_labels": 2}  # every split of both datasets has a case
+
+
+@dataclass
+class TrainingCheck:
+    """What one real training epoch left in the scene and the run folder (the self-test asserts on it)."""
+
+    state: str
+    epochs: list
+    curveRows: int
+    chartNodes: int
+    modelFile: str | None
+    evaluationRows: int
+    evaluationCases: str | None
+    log: list
+
+    def problems(self) -> list:
+        """What a correct one-epoch run would have that this one lacks (empty when it is right)."""
+        found = []
+        if self.state != "succeeded":
+            found.append(f"the run {self.state}:\n" + "\n".join(self.log[-20:]))
+        if (self.epochs, self.curveRows) != ([1], 1):
+            found.append(f"epochs {self.epochs} with {self.curveRows} curve rows, expected epoch [1] and one row")
+        if not self.chartNodes:
+            found.append("no chart node in the scene")
+        if not (self.modelFile or "").endswith(".safetensors"):
+            found.append(f"no trained model file ({self.modelFile})")
+        if not self.evaluationRows:
+            found.append("no evaluation table rows")
+        return found
+
+
+def trainOneEpoch(folder: Path, datasets: list | None = None, log=print, timeout_s: float = 1800) -> TrainingCheck:
+    """`shmn train` for one epoch on the tiny (4 mm) grid, on phantom datasets the engine makes, then evaluation.
+
+    ``datasets``: dataset folders to use instead (tests pass a cohort they already have).
+    """
+    import slicer
+
+    from SHMNCoreLib.phantom import makePhantomCohort
+
+    from .logic import SHMNTrainingLogic
+    from .parameters import Preset, Resolution, TrainDevice, TrainingParameters
+    from .training import trainedModel
+
+    folder = Path(folder)
+    logic = SHMNTrainingLogic()
+    if datasets is None:
+        log("Making a small phantom cohort (shmn phantom)")
+        cohort = makePhantomCohort(logic.engine, folder, PHANTOM_COUNTS)
+        datasets = [cohort / "pvl", cohort / "macs"]
+    params = TrainingParameters(datasets=";".join(str(d) for d in datasets), runFolder=str(folder / "run"),
+                                preset=Preset.SHMN4, resolution=Resolution.TINY, epochs=1, device=TrainDevice.CPU,
+                                cacheFolder=str(folder / "cache"))
+    lines = []
+    log("Training one epoch on the tiny grid, then evaluating on the test split")
+    run = logic.startTraining(params, onLog=lines.append).wait(timeout_s)
+    table = run.evaluationResult
+    model = trainedModel(run.runFolder)
+    charts = [node for node in run.curves.charts.values() if node.GetScene() is slicer.mrmlScene]
+    return TrainingCheck(run.state.value, [r["epoch"] for r in run.records], run.curves.table.GetNumberOfRows(),
+                         len(charts), str(model) if model else None, table.GetNumberOfRows() if table is not None else 0,
+                         table.GetAttribute("SHMN.cases") if table is not None else None, lines)

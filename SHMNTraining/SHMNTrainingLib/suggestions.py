@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from SHMNSegmenterLib.engine import Engine, engineEnvironment, fetchAnatomyCommand
-from SHMNSegmenterLib.dependencies import anatomyMissing
-from SHMNSegmenterLib.logic import SegmentationJob
-from SHMNSegmenterLib.process import SubprocessRunner
+from SHMNCoreLib.engine import Engine, engineEnvironment, fetchAnatomyCommand
+from SHMNCoreLib.dependencies import anatomyMissing
+from SHMNCoreLib.jobs import EngineJob as SegmentationJob
+from SHMNCoreLib.process import SubprocessRunner
 
 from .engineaccess import shmn
 

@@ -22,13 +22,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from SHMNSegmenterLib.dependencies import anatomyMissing
-from SHMNSegmenterLib.engine import Engine, engineEnvironment, fetchAnatomyCommand
-from SHMNSegmenterLib.logic import JobState, SegmentationJob
-from SHMNSegmenterLib.process import Progress, SubprocessRunner
+from SHMNCoreLib.dependencies import anatomyMissing
+from SHMNCoreLib.engine import Engine, engineEnvironment, fetchAnatomyCommand
+from SHMNCoreLib.jobs import EngineJob as SegmentationJob, JobState
+from SHMNCoreLib.process import Progress, SubprocessRunner
 
 from .engineaccess import shmn
 from .parameters import TrainingParameters
+
 
 
 def _absolute(path) -> str:
@@ -86,6 +87,11 @@ def defaultRunFolder(params: TrainingParameters, now: float | None = None) -> Pa
     root = first.parent if first.name.endswith(".json") else first
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
     return root / "runs" / f"{params.preset.value}-{params.resolution.value}-{stamp}"
+
+
+def holdsRun(folder: Path) -> bool:
+    """Whether ``folder`` holds a training run (``shmn train`` without --resume refuses such a folder)."""
+    return (Path(folder) / shmn("contract").CONFIG_FILE).is_file()  # its presence means a run is there
 
 
 def epochSummary(record: dict) -> str:

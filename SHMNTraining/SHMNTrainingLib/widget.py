@@ -16,22 +16,27 @@ import slicer
 import vtk
 from slicer.util import VTKObservationMixin
 
-from SHMNSegmenterLib.dependencies import ensureDependenciesInteractive
-from SHMNSegmenterLib.engine import EngineNotFound, availableModels
-from SHMNSegmenterLib.logic import JobState
-from SHMNSegmenterLib.process import Progress
+from SHMNCoreLib.dependencies import ensureDependenciesInteractive
+from SHMNCoreLib.engine import EngineNotFound, availableModels
+from SHMNCoreLib.jobs import JobState
+from SHMNCoreLib.parameternode import connectWidgets
+from SHMNCoreLib.process import Progress
+from SHMNCoreLib.settings import fillFromSettings, remember
 
 from .curves import CHARTS
 from .dataset import COLUMNS, CaseFilter
 from .logic import SHMNTrainingLogic
 from .modelregistry import ModelRegistration
 from .parameters import trainingParametersFrom
-from .training import trainedModel
+from .training import holdsRun, trainedModel
 
 POLL_INTERVAL_MS = 200
 SINGLETON_TAG = "SHMNTraining"
 MACS_CHOICES = (("Not labelled", None), ("Mild (MACS I-II)", "mild"), ("Severe (MACS III-V)", "severe"))
 DEFAULT_MODEL_LABEL = "Default model"
+SETTINGS_MODULE = "SHMNTraining"
+# The user's last choices, for a scene that has none yet (QSettings); the run folder for Resume and Register.
+REMEMBERED = ("predictionModel", "predictionDevice", "device", "runFolder")
 
 
 class TrainingPanel(VTKObservationMixin):
@@ -135,24 +140,41 @@ class TrainingPanel(VTKObservationMixin):
         ui.addDatasetButton.clicked.connect(self.onAddDataset)
         ui.trainButton.clicked.connect(self.onTrainOrCancel)
         ui.chartComboBox.currentIndexChanged.connect(lambda *_: self.showChart())
-        ui.runFolderLineEdit.currentPathChanged.connect(lambda *_: self.updateTrainingState())
+        ui.runFolderLineEdit.currentPathChanged.connect(self.onRunFolderChanged)
+        ui.predictionModelComboBox.currentIndexChanged.connect(self.onPredictionModelChanged)
+        ui.predictionModelComboBox.editTextChanged.connect(self.onPredictionModelChanged)
         ui.registerButton.clicked.connect(self.onRegister)
         ui.modelNameLineEdit.textChanged.connect(lambda *_: self.updateTrainingState())
 
     # --- parameter node -------------------------------------------------------------------------
     def initializeParameterNode(self) -> None:
-        self.setParameterNode(self.logic.getParameterNode())
+        node = self.logic.getParameterNode()
+        fillFromSettings(node, SETTINGS_MODULE, REMEMBERED)
+        self.setParameterNode(node)
 
     def setParameterNode(self, node) -> None:
         if self._parameterNode:
-            self._parameterNode.disconnectGui(self._guiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateTrainingState)
+            if self._guiTag is not None:
+                self._parameterNode.disconnectGui(self._guiTag)
+            self._guiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
         self._parameterNode = node
         if node:
-            self._guiTag = node.connectGui(self.ui)
-            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateTrainingState)
+            self._guiTag = connectWidgets(node, self.ui)  # connectGui returns no tag (Slicer issue #7547)
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
             self.ui.datasetPathLineEdit.currentPath = node.datasetFolder
             self.ui.runFolderLineEdit.currentPath = node.runFolder
+            self.showPredictionModel(node.predictionModel)
+        self.updateTrainingState()
+
+    def onParameterNodeModified(self, caller=None, event=None) -> None:
+        for name in ("device", "predictionDevice"):
+            remember(SETTINGS_MODULE, name, getattr(self._parameterNode, name))
+        self.updateTrainingState()
+
+    def onRunFolderChanged(self, *_) -> None:
+        if self._parameterNode and self._parameterNode.runFolder != self.ui.runFolderLineEdit.currentPath:
+            self._parameterNode.runFolder = self.ui.runFolderLineEdit.currentPath
         self.updateTrainingState()
 
     def enter(self) -> None:
@@ -299,20 +321,42 @@ class TrainingPanel(VTKObservationMixin):
 
     # --- the model's prediction -----------------------------------------------------------------
     def populateModels(self) -> None:
+        """Refill the model list; the chosen model (the parameter node's) stays chosen, the node untouched."""
         combo = self.ui.predictionModelComboBox
-        current = self.selectedModel() if combo.count else ""
-        combo.clear()
-        combo.addItem(DEFAULT_MODEL_LABEL, "")
+        chosen = self._parameterNode.predictionModel if self._parameterNode else (self.selectedModel() if combo.count else "")
+        wasBlocked = combo.blockSignals(True)
         try:
-            for choice in availableModels(self.logic.engine):
-                combo.addItem(choice.label, choice.value)
-        except (EngineNotFound, ImportError) as exc:
-            self.appendLog(f"Warning: model list unavailable ({exc})")
-        lastModel = trainedModel(Path(self.lastRunFolder)) if self.lastRunFolder else None
-        if lastModel is not None:
-            combo.addItem(f"Last trained: {Path(self.lastRunFolder).name}", str(lastModel))
-        index = combo.findData(current)
-        combo.currentIndex = index if index >= 0 else 0
+            combo.clear()
+            combo.addItem(DEFAULT_MODEL_LABEL, "")
+            try:
+                for choice in availableModels(self.logic.engine):
+                    combo.addItem(choice.label, choice.value)
+            except (EngineNotFound, ImportError) as exc:
+                self.appendLog(f"Warning: model list unavailable ({exc})")
+            lastModel = trainedModel(Path(self.lastRunFolder)) if self.lastRunFolder else None
+            if lastModel is not None:
+                combo.addItem(f"Last trained: {Path(self.lastRunFolder).name}", str(lastModel))
+        finally:
+            combo.blockSignals(wasBlocked)
+        self.showPredictionModel(chosen)
+
+    def showPredictionModel(self, model: str) -> None:
+        combo = self.ui.predictionModelComboBox
+        index = combo.findData(model)
+        wasBlocked = combo.blockSignals(True)
+        if index >= 0:
+            combo.currentIndex = index
+        elif combo.editable:
+            combo.setEditText(model)
+        else:
+            combo.addItem(model, model)  # a model path saved with the scene, not (or no longer) registered
+            combo.currentIndex = combo.count - 1
+        combo.blockSignals(wasBlocked)
+
+    def onPredictionModelChanged(self, *_) -> None:
+        if self._parameterNode:
+            self._parameterNode.predictionModel = self.selectedModel()
+            remember(SETTINGS_MODULE, "predictionModel", self._parameterNode.predictionModel)
 
     def selectedModel(self) -> str:
         combo = self.ui.predictionModelComboBox
@@ -403,8 +447,12 @@ class TrainingPanel(VTKObservationMixin):
             self._parameterNode.datasets = ";".join(parts + [folder])
 
     def trainingParameters(self):
+        """What Train starts. Without Resume, a run folder that already holds a run (the last one, shown
+        after it ended) is not reused, which the engine would refuse: a new folder is made instead."""
         params = trainingParametersFrom(self._parameterNode)
         params.runFolder = self.ui.runFolderLineEdit.currentPath
+        if not params.resume and params.runFolder and holdsRun(Path(params.runFolder)):
+            params.runFolder = ""
         return params
 
     def updateTrainingState(self, *_) -> None:
@@ -434,6 +482,7 @@ class TrainingPanel(VTKObservationMixin):
             self.run = self.logic.startTraining(self.trainingParameters(), onLog=self.appendLog, onProgress=self.showTrainingProgress)
             self.ui.runFolderLineEdit.currentPath = str(self.run.runFolder)
             self._parameterNode.runFolder = str(self.run.runFolder)
+            remember(SETTINGS_MODULE, "runFolder", str(self.run.runFolder))
             self.showChart()
             self.timer.start()
         self.updateTrainingState()

@@ -413,7 +413,7 @@ def test_a_run_that_cannot_start_leaves_no_folder_behind(scene, phantom_case, sl
     import slicer
 
     from SHMNSegmenterLib import SegmenterParameters, SHMNSegmenterLogic
-    from SHMNSegmenterLib.engine import Engine, findEngine
+    from SHMNCoreLib.engine import Engine, findEngine
 
     volume = slicer.util.loadVolume(str(phantom_case["positive"]))
     broken = Engine(root=findEngine().root, python=Path("/nonexistent/python"), origin="developer")
@@ -464,7 +464,7 @@ def test_cancel_kills_the_whole_engine_process_tree_and_imports_nothing(scene, p
 
 @pytest.mark.skipif(os.name == "nt", reason="process groups are POSIX; Windows uses taskkill /T")
 def test_runner_kill_reaches_grandchildren(tmp_path):
-    from SHMNSegmenterLib.process import SubprocessRunner
+    from SHMNCoreLib.process import SubprocessRunner
 
     pid_file = tmp_path / "grandchild.pid"
     script = (
@@ -488,7 +488,7 @@ def test_runner_kill_reaches_grandchildren(tmp_path):
 
 
 def test_runner_delivers_output_lines_split_on_carriage_returns():
-    from SHMNSegmenterLib.process import SubprocessRunner
+    from SHMNCoreLib.process import SubprocessRunner
 
     runner = SubprocessRunner()
     runner.start([sys.executable, "-c", "import sys; sys.stderr.write('a\\rb\\r\\nc\\n'); print('d', end='')"])
@@ -500,8 +500,8 @@ def test_runner_delivers_output_lines_split_on_carriage_returns():
 
 
 def test_progress_is_read_from_structured_lines_not_from_bars():
-    from SHMNSegmenterLib.enginecontract import parseProgress
-    from SHMNSegmenterLib.process import Progress, splitOutput
+    from SHMNCoreLib.enginecontract import parseProgress
+    from SHMNCoreLib.process import Progress, splitOutput
     from shmn.contract import progress_record, structured_line
 
     line = structured_line("SHMN-PROGRESS", progress_record("case_1", 1, 2, step="preprocess"))
@@ -536,7 +536,7 @@ def test_parameters_are_plain_typed_python():
 
 
 def test_engine_is_found_in_the_repository_and_commanded_as_documented(tmp_path):
-    from SHMNSegmenterLib.engine import engineEnvironment, findEngine, predictCommand
+    from SHMNCoreLib.engine import engineEnvironment, findEngine, predictCommand
 
     engine = findEngine()
     assert engine.origin == "developer" and engine.package == Path(__file__).resolve().parents[2] / "shmn"
@@ -555,7 +555,7 @@ def test_engine_is_found_in_the_repository_and_commanded_as_documented(tmp_path)
 def test_engine_found_beside_an_installed_module(tmp_path):
     import shutil
 
-    from SHMNSegmenterLib.engine import findEngineRoot
+    from SHMNCoreLib.engine import findEngineRoot
 
     installed = tmp_path / "qt-scripted-modules"
     shutil.copytree(Path(__file__).resolve().parents[2] / "shmn", installed / "shmn",
@@ -566,7 +566,7 @@ def test_engine_found_beside_an_installed_module(tmp_path):
 def test_model_choices_come_from_the_engine_registry(tmp_path, tiny_model, monkeypatch):
     from shmn.io.registry import register_model
 
-    from SHMNSegmenterLib.engine import availableModels, findEngine
+    from SHMNCoreLib.engine import availableModels, findEngine
 
     registry = tmp_path / "models.json"
     register_model(tiny_model, registry, name="user-model", version="1.2.0", default=True)
@@ -579,15 +579,15 @@ def test_model_choices_come_from_the_engine_registry(tmp_path, tiny_model, monke
 
 
 def test_dependencies_are_satisfied_in_the_development_environment():
-    from SHMNSegmenterLib.dependencies import checkDependencies
-    from SHMNSegmenterLib.engine import findEngine
+    from SHMNCoreLib.dependencies import checkDependencies
+    from SHMNCoreLib.engine import findEngine
 
     status = checkDependencies(findEngine())
     assert status.ready, status.question()
 
 
 def test_missing_packages_are_detected_and_described(tmp_path):
-    from SHMNSegmenterLib.dependencies import DependencyStatus, isSatisfied, readRequirements
+    from SHMNCoreLib.dependencies import DependencyStatus, isSatisfied, readRequirements
 
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("# comment\nnumpy>=1.0\nshmn-no-such-package>=1\nnumpy<1.0\n--index-url x\n")
@@ -603,7 +603,7 @@ def test_requirements_file_matches_the_engine_dependencies():
 
     from packaging.requirements import Requirement
 
-    from SHMNSegmenterLib.dependencies import TORCH_REQUIREMENT, readRequirements
+    from SHMNCoreLib.dependencies import TORCH_REQUIREMENT, readRequirements
 
     repo = Path(__file__).resolve().parents[2]
     engine = {Requirement(r).name.lower(): Requirement(r) for r in tomllib.loads((repo / "pyproject.toml").read_text())["project"]["dependencies"]}

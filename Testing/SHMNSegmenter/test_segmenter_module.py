@@ -1,8 +1,9 @@
 """The SHMNSegmenter module as Slicer sees it: module file, self-test, .ui file, CMake lists, extension.
 
 The module's own self-test (SHMNSegmenterTest) runs here under the harness with the real engine.
-The Qt panel itself needs PythonQt, which only the Slicer application has: it is checked statically
-(every widget it uses exists in the .ui with the right class, parameter names match the parameters).
+The .ui file is also checked statically here (every widget the panel uses exists with the right
+class, parameter names match the parameters); the panel itself runs under real Qt in
+test_segmenter_panel.py.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def test_self_test_phantom_is_made_by_the_engine_in_slicer(slicer_app, tmp_path)
     """In Slicer the self-test has no fixtures: it asks `shmn phantom` for one small PVL case."""
     from shmn.io.volume_io import read_volume
 
-    from SHMNSegmenterLib.engine import findEngine
+    from SHMNCoreLib.engine import findEngine
     from SHMNSegmenterLib.selftest import makePhantomCase
 
     image = makePhantomCase(findEngine(), tmp_path)
@@ -175,10 +176,8 @@ def test_module_cmake_lists_every_lib_file_and_resource():
     resources = [s.replace("${MODULE_NAME}", "SHMNSegmenter") for s in cmake_list(text, "MODULE_PYTHON_RESOURCES")]
     assert resources and all((MODULE_DIR / r).is_file() for r in resources)
     assert "slicerMacroBuildScriptedModule" in text and "WITH_GENERIC_TESTS" in text
-    # The engine ships with the module: shmn/*.py and the shared resources, beside the module.
-    assert "shmn/*.py" in text and "NO_INSTALL_SUBDIR" in text
-    for resource in ("Resources/models.json", "Resources/SHMN.term.json"):
-        assert resource in text and (REPO / resource).is_file()
+    # The engine and the code both modules share are SHMN Core's to install (Testing/SHMNCore).
+    assert "shmn/*.py" not in text
     testing = (MODULE_DIR / "Testing" / "Python" / "CMakeLists.txt").read_text()
     assert "slicer_add_python_unittest" in testing and "add_subdirectory(Testing/Python)" in text
 
@@ -190,6 +189,7 @@ def test_extension_cmake_has_the_template_fields():
         assert re.search(rf"set\({field} \"[^\"]+\"\)", text), field
     assert re.search(r'set\(EXTENSION_CATEGORY "Segmentation"\)', text)
     assert re.search(r'set\(EXTENSION_DEPENDS "PyTorch"\)', text)
+    assert "add_subdirectory(SHMNCore)" in text and text.index("add_subdirectory(SHMNCore)") < text.index("add_subdirectory(SHMNSegmenter)")
     assert "add_subdirectory(SHMNSegmenter)" in text
     assert "add_subdirectory(SHMNTraining)" in text
     assert "Slicer_EXTENSION_GENERATE_CONFIG" in text and "Slicer_EXTENSION_CPACK" in text

@@ -9,7 +9,6 @@ on four phantom cases: started, cancelled after its first epoch, resumed, evalua
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 import SimpleITK as sitk
 
 REPO = Path(__file__).resolve().parents[2]
-for folder in (REPO / "Testing", REPO / "SHMNSegmenter", REPO / "SHMNTraining"):
+for folder in (REPO / "Testing", REPO / "SHMNCore", REPO / "SHMNSegmenter", REPO / "SHMNTraining"):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
@@ -251,27 +250,15 @@ MINI_CASES = {  # phantom case -> split in the mini dataset
 
 def make_mini_dataset(cohort: Path, folder: Path) -> Path:
     """Four phantom cases copied into one dataset (images and masks keep their relative paths)."""
-    from dataclasses import replace
+    from slicer_fixtures import mini_dataset
 
-    from shmn.io.manifest import Manifest, load_manifest
-
-    cases = []
-    for (dataset, caseId), split in MINI_CASES.items():
-        manifest = load_manifest(cohort / dataset)
-        case = manifest.case(caseId)
-        for relative in (case.image, case.pvl, case.ventricles):
-            if relative:
-                (folder / relative).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(manifest.resolve(relative), folder / relative)
-        cases.append(replace(case, split=split))
-    Manifest(root=folder, cases=cases, name="mini", description="four SYNTHETIC phantom cases", synthetic=True).save()
-    return folder
+    return mini_dataset(cohort, folder, MINI_CASES)
 
 
 @pytest.fixture(scope="module")
 def trained(small_cohort, tmp_path_factory, harness):
     """One tiny `shmn train` run: cancelled during epoch 2, resumed to the end, then evaluated."""
-    from SHMNSegmenterLib.logic import JobState
+    from SHMNCoreLib.jobs import JobState
     from SHMNTrainingLib import Preset, Resolution, SHMNTrainingLogic, TrainDevice, TrainingParameters
 
     harness.clear_scene()
@@ -308,7 +295,7 @@ def test_training_starts_with_the_right_arguments(trained):
 
 
 def test_progress_and_epochs_are_parsed_live(trained):
-    from SHMNSegmenterLib.logic import JobState
+    from SHMNCoreLib.jobs import JobState
 
     cancelled = trained["cancelled"]
     assert cancelled["state"] is JobState.CANCELLED and cancelled["exit_code"] is not None  # the process is gone
@@ -349,7 +336,7 @@ def test_evaluation_on_the_test_split_lands_in_a_table(trained):
 
 def test_registered_model_is_selectable_in_the_segmenter(trained, monkeypatch, tmp_path):
     from shmn.io.registry import sha256_of
-    from SHMNSegmenterLib.engine import availableModels, findEngine
+    from SHMNCoreLib.engine import availableModels, findEngine
     from SHMNTrainingLib import ModelRegistration
 
     registry = tmp_path / "user" / "models.json"

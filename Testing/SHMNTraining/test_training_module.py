@@ -16,7 +16,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 MODULE_DIR = REPO / "SHMNTraining"
-for folder in (REPO / "Testing", REPO / "SHMNSegmenter", MODULE_DIR):
+for folder in (REPO / "Testing", REPO / "SHMNCore", REPO / "SHMNSegmenter", MODULE_DIR):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 

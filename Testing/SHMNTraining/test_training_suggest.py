@@ -101,7 +101,7 @@ def test_a_damaged_ranking_does_not_stop_the_dataset_from_opening(opened):
 
 
 def test_suggest_command_is_the_documented_one(tmp_path):
-    from SHMNSegmenterLib.engine import Engine
+    from SHMNCoreLib.engine import Engine
     from SHMNTrainingLib.suggestions import suggestCommand
 
     engine = Engine(root=REPO, python=Path(sys.executable), origin="test")

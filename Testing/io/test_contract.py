@@ -16,7 +16,7 @@ from shmn.errors import ShmnError
 from shmn.io.model_card import read_card
 
 REPO = Path(__file__).resolve().parents[2]
-LIBS = {"SHMNSegmenter": REPO / "SHMNSegmenter" / "SHMNSegmenterLib", "SHMNTraining": REPO / "SHMNTraining" / "SHMNTrainingLib"}
+LIBS = {"SHMNCore": REPO / "SHMNCore" / "SHMNCoreLib", "SHMNSegmenter": REPO / "SHMNSegmenter" / "SHMNSegmenterLib", "SHMNTraining": REPO / "SHMNTraining" / "SHMNTrainingLib"}
 # How the Slicer side names engine modules it imports in-process: shmn("io.x") and importEngineModule(engine, "shmn.x").
 ENGINE_IMPORT = re.compile(r'(?:shmn|engineModule)\("([a-z_.]+)"|importEngineModule\(\s*\w+,\s*"shmn(?:\.([a-z_.]+))?"')
 HEAVY = ("torch", "monai")
@@ -41,13 +41,13 @@ def test_slicer_process_imports_never_pull_in_torch_or_monai():
                    if path.stem not in ("widget",)]
     script = f"""
 import importlib, sys
-sys.path[:0] = {[str(REPO), str(REPO / "Testing"), str(REPO / "SHMNSegmenter"), str(REPO / "SHMNTraining")]!r}
+sys.path[:0] = {[str(REPO), str(REPO / "Testing"), str(REPO / "SHMNCore"), str(REPO / "SHMNSegmenter"), str(REPO / "SHMNTraining")]!r}
 from slicer_harness import install_harness
 install_harness()
 for name in {lib_modules!r} + {engine_modules!r}:
     importlib.import_module(name)
-from SHMNSegmenterLib.engine import availableModels, engineEnvironment, findEngine
-from SHMNSegmenterLib.enginecontract import engineContract, parseProgress
+from SHMNCoreLib.engine import availableModels, engineEnvironment, findEngine
+from SHMNCoreLib.enginecontract import engineContract, parseProgress
 engine = findEngine()
 availableModels(engine); engineEnvironment(engine); parseProgress("SHMN-PROGRESS {{}}"); engineContract()
 heavy = sorted(name for name in sys.modules if name.split(".")[0] in {HEAVY!r})
@@ -85,7 +85,7 @@ def test_engine_names_are_the_contract_names():
 def test_slicer_choices_are_the_engine_names(tmp_path):
     """The modules' enums must exist before the engine is found (Slicer builds the GUI from them), so they
     cannot import the contract; this test is what keeps them equal."""
-    for folder in (REPO / "Testing", REPO / "SHMNSegmenter", REPO / "SHMNTraining"):
+    for folder in (REPO / "Testing", REPO / "SHMNCore", REPO / "SHMNSegmenter", REPO / "SHMNTraining"):
         if str(folder) not in sys.path:
             sys.path.insert(0, str(folder))
     from slicer_harness import install_harness

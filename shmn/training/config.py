@@ -28,6 +28,7 @@ from shmn.errors import ShmnError
 from shmn.network.losses import LossConfig
 from shmn.network.model import NetworkConfig
 from shmn.preprocessing.preprocess import GRIDS, GridSpec, PreprocessConfig
+from shmn.training.fieldtypes import field_types
 
 # Task presets (paper Table 1). ventricle_label_limit: None = every ventricle mask of the train and
 # val splits; 10 = SHMN-4*, only the first 10 in manifest order, the rest get pseudo-labels.
@@ -225,7 +226,7 @@ def apply_overrides(obj, overrides: dict, where: str, prefix: str = ""):
     """Return a copy of the dataclass ``obj`` with ``overrides`` applied (nested dicts recurse)."""
     if not overrides:
         return obj
-    hints = typing.get_type_hints(type(obj))
+    hints = field_types(type(obj))
     names = [f.name for f in dataclasses.fields(obj)]
     changes = {}
     for key, value in overrides.items():
@@ -248,7 +249,8 @@ def apply_overrides(obj, overrides: dict, where: str, prefix: str = ""):
 
 def _coerce(value, hint, key: str, where: str):
     """Check ``value`` (from JSON or the command line) against the field's type hint."""
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+    is_union = isinstance(hint, getattr(types, "UnionType", ())) or typing.get_origin(hint) is typing.Union
+    options = typing.get_args(hint) if is_union else (hint,)
     if value is None and type(None) in options:
         return None
     for option in options:

@@ -3,7 +3,7 @@
 The engine is the same Python package in every set-up, found in this order:
 
 1. developer mode: Slicer's module path points at this repository, so ``shmn/`` sits beside the
-   module's folder (``<repo>/SHMNSegmenter/..`` holds ``shmn/``);
+   module's folder (``<repo>/SHMNCore/..`` holds ``shmn/``);
 2. packaged extension: CMake installs ``shmn/`` into the same qt-scripted-modules folder as the
    module file;
 3. an ``shmn`` installed into the Python environment (``pip install``).
@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-MODULE_DIR = Path(__file__).resolve().parent.parent  # the folder holding SHMNSegmenter.py
+MODULE_DIR = Path(__file__).resolve().parent.parent  # the folder holding SHMNCore.py (and, installed, every module)
 
 
 class EngineNotFound(RuntimeError):
@@ -56,7 +56,7 @@ def findEngineRoot(moduleDir: Path = MODULE_DIR) -> tuple[Path, str]:
         return Path(spec.origin).parent.parent, "environment"
     raise EngineNotFound(
         f"the SHMN engine (the 'shmn' Python package) was not found beside {moduleDir} nor in this Python; "
-        "reinstall the SHMN extension, or in developer mode add the repository's SHMNSegmenter folder to the module paths"
+        "reinstall the SHMN extension, or in developer mode add the repository's SHMNCore, SHMNSegmenter and SHMNTraining folders to the module paths"
     )
 
 
