@@ -162,6 +162,19 @@ def test_apply_starts_the_engine_with_the_panel_choices_and_cancel_stops_it(widg
 
 def test_reload_takes_edited_library_files(widget):
     """onReload re-imports SHMNCoreLib and SHMNSegmenterLib, so Reload picks up edits to any library file."""
+    libraries = ("SHMNCoreLib", "SHMNSegmenterLib", "SHMNTrainingLib")
+    # Put the libraries back afterwards: tests later in this process hold classes (JobState) of the
+    # originals, and an enum from a reloaded module is another class.
+    saved = {name: module for name, module in sys.modules.items() if name.split(".")[0] in libraries}
+    try:
+        _check_reload(widget)
+    finally:
+        for name in [name for name in sys.modules if name.split(".")[0] in libraries]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+
+
+def _check_reload(widget):
     before = {name: sys.modules[name] for name in ("SHMNCoreLib.engine", "SHMNSegmenterLib.widget", "SHMNSegmenterLib")}
     widget.onReload()
     for name, module in before.items():

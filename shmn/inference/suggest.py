@@ -159,9 +159,8 @@ def suggest(
     on_case: Callable[[int, int, str], None] = lambda done, total, case_id: None,
 ) -> dict:
     """Score every case missing a label, rank them, write DATASET/suggestions.json; returns its content."""
-    from tqdm import tqdm
-
     from shmn.inference.predict import Predictor, load_predictor
+    from shmn.progress import progress_bar
 
     if n < 1:
         raise ShmnError(f"-n {n}: expected at least 1 case to suggest")
@@ -171,7 +170,7 @@ def suggest(
         raise ShmnError(f"{manifest.path}: every case already has all its labels (PVL, ventricles, MACS); nothing to suggest")
     predictor = model if isinstance(model, Predictor) else load_predictor(model)
     scores = []
-    for index, case in enumerate(tqdm(candidates, desc="shmn suggest", unit="case", disable=not progress, dynamic_ncols=True)):
+    for index, case in enumerate(progress_bar(candidates, desc="shmn suggest", unit="case", enabled=progress)):
         scores.append(score_case(manifest.resolve(case.image), case, predictor, options))
         on_case(index + 1, len(candidates), case.id)
     ranking = rank(scores)

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from shmn.progress import progress_bar
 
 from shmn.io.anatomy import load_anatomy
 from shmn.io.atomic import atomic_dir, write_json
@@ -147,7 +147,7 @@ def generate_cohort(root: str | os.PathLike, config: CohortConfig = CohortConfig
                  for index, case_id in enumerate(case_ids(dataset, n))]
         records, flips = [], {}
         with contextlib.closing(build_cases(ref, profile, config.seed, tmp, tasks, workers)) as results:
-            for record, flip_draw in tqdm(results, total=len(tasks), desc="phantom", unit="case", disable=not progress):
+            for record, flip_draw in progress_bar(results, total=len(tasks), desc="phantom", unit="case", enabled=progress):
                 records.append(record)
                 flips[record["id"]] = flip_draw
         cohort = _label_and_split(tmp, records, flips, config)
