@@ -151,7 +151,7 @@ def test_acquisitions_vary_in_orientation_including_negative_determinant(small_c
 
 
 def test_same_seed_same_bytes_and_cases_independent_of_count(tmp_path, small_cohort):
-    config = CohortConfig(seed=7, n_pvl=1, n_macs=2, n_ventricle_labels=1, size="small")
+    config = CohortConfig(seed=7, n_pvl=1, n_macs=2, n_ventricle_labels=1, size="small", heads=False)
     generate_cohort(tmp_path / "a", config, progress=False)
     generate_cohort(tmp_path / "b", config, progress=False, workers=2)
     first, second = _files(tmp_path / "a"), _files(tmp_path / "b")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Any, Optional
 
 import numpy as np
 import SimpleITK as sitk
@@ -50,6 +51,7 @@ class ReferenceSpace:
     brain_box: tuple[slice, slice, slice]  # bounding box of the brain
     pathology_box: tuple[slice, slice, slice]  # where ventricles and lesions can ever be (with room to spare)
     brain_centre_mm: tuple[float, float, float]  # LPS centre of mass of the brain
+    head: Optional[Any] = None  # shmn.synthesis.head.HeadSpace: the grown grid heads are drawn on (None: brains only)
 
     @property
     def shape(self) -> tuple[int, int, int]:
