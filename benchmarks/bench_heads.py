@@ -132,10 +132,24 @@ def summary(rows: list[dict], predict_s: list[float]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=24)
+    parser.add_argument("--start", type=int, default=0, help="first case index (to split a run over processes)")
+    parser.add_argument("--rows", type=Path, nargs="*", default=None,
+                        help="only summarise the rows of earlier runs (their .partial.jsonl files) and exit")
     parser.add_argument("--seed", type=int, default=2029, help="never used for tuning (default 2029)")
     parser.add_argument("--timed", type=int, default=3, help="cases also run through the whole `shmn predict`")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.rows:
+        rows = [json.loads(line) for path in args.rows for line in path.read_text().splitlines() if line.strip()]
+        rows = list({row["id"]: row for row in rows}.values())
+        timed = [t for path in args.rows for t in json.loads(path.with_suffix(".timed.json").read_text())
+                 if path.with_suffix(".timed.json").is_file()]
+        result = {"command": "benchmarks/bench_heads.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                  "summary": summary(rows, timed), "cases": rows}
+        print(json.dumps(result["summary"], indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        return 0
 
     profile = SIZES["paper"]
     ref = build_reference(load_anatomy(), profile.work_spacing_mm)
@@ -145,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, predict_s = [], []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        for index in range(args.n):
+        for index in range(args.start, args.start + args.n):
             row = run_case(ref, profile, args.seed, index, predictor, template, folder)
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -155,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             tick = time.perf_counter()
             predict_case(folder / f"{row['id']}.nii.gz", folder / "out", predictor, PredictOptions(device="cpu"))
             predict_s.append(time.perf_counter() - tick)
+            if args.json:
+                args.json.with_suffix(".partial.timed.json").write_text(json.dumps(predict_s), encoding="utf-8")
     result = {"command": "benchmarks/bench_heads.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "model": predictor.info.name, "summary": summary(rows, predict_s), "cases": rows}
     print(json.dumps(result["summary"], indent=2))

@@ -39,6 +39,9 @@ DEEPBET_WEIGHTS = {
 BRAIN_ML_RANGE = (350.0, 4000.0)  # upper end generous: deepbet may leak into the neck before it is cut
 TEMPLATE_MARGIN_MM = 5.0  # the extracted brain may reach this far beyond the registered template brain
 MIN_CONTRAST = 1e-3  # (p99.5 - p0.5) / max |value|: below, the volume is flat (empty field of view)
+# Correlation of each voxel with its in-plane neighbour: anatomy is smooth at the voxel scale
+# (head phantoms and MRIs: > 0.8), white noise is not (about 0).
+MIN_NEIGHBOUR_CORRELATION = 0.3
 
 
 @dataclass
@@ -113,6 +116,23 @@ def check_is_volume_with_content(image: sitk.Image, source: str) -> None:
     low, high = np.percentile(finite, (0.5, 99.5))
     if (high - low) / peak < MIN_CONTRAST:
         raise ShmnError(f"{source}: the image is flat (no contrast); expected a head MRI (T2 FLAIR)")
+    correlation = neighbour_correlation(np.nan_to_num(np.asarray(values, dtype=np.float32)))
+    if correlation < MIN_NEIGHBOUR_CORRELATION:
+        raise ShmnError(f"{source}: this looks like noise, not a head MRI (neighbouring voxels correlate {correlation:.2f}, "
+                        f"expected > {MIN_NEIGHBOUR_CORRELATION}); expected a T2 FLAIR of the head")
+
+
+def neighbour_correlation(values: np.ndarray) -> float:
+    """Mean correlation of voxels with their next neighbour along the two in-plane axes (x and y of the array)."""
+    out = []
+    for axis in (1, 2):
+        if values.shape[axis] < 2:
+            continue
+        a = np.take(values, range(values.shape[axis] - 1), axis=axis).ravel()
+        b = np.take(values, range(1, values.shape[axis]), axis=axis).ravel()
+        if a.std() > 0 and b.std() > 0:
+            out.append(float(np.corrcoef(a, b)[0, 1]))
+    return min(out) if out else 0.0
 
 
 def deepbet_mask(image: sitk.Image) -> np.ndarray:
