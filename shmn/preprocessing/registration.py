@@ -7,7 +7,7 @@ Speed is the point here (the whole `shmn predict` targets <= 20 s per 1 mm volum
 both images are first reduced to a few-millimetre copy by block averaging (BinShrink: cheap and
 antialiased), the metric is Mattes mutual information (FLAIR input against a T1 template) on a
 seeded random sample inside a slightly dilated template brain mask (so skull in an input that
-has it weighs little; only skull-free inputs are tested so far), rigid (versor) then affine, each
+has it weighs little; `shmn predict` registers the extracted brain, see brain_extraction.py), rigid (versor) then affine, each
 multi-resolution. The metric runs on one ITK thread so that the same input gives the same
 transform bit for bit (see _one_itk_thread). The header's direction is trusted
 first; only when the result looks wrong are other starting rotations tried (proper rotations only:
