@@ -34,9 +34,10 @@ DEEPBET_WEIGHTS = {
     "bbox_model.pt": "39a7b2b5f799faa1391ea97bfcdc0b9299f20d84f2316a4ff8918dc4685e40aa",
     "model.pt": "de8ee7c69654d0dd3935dc4a5d84571d8ecf4637a6bfc01df399c4c2bc86e0fd",
 }
-# A head MRI's brain: children of 2 (about 0.9 L) to adult heads (about 1.8 L), with room either side.
+# A head MRI's brain: children of 2 (about 0.9 L; the smallest phantom, scale 0.75, 0.78 L) to adult
+# heads (about 1.8 L), with room either side.
 # A mask outside this range is not a brain (noise, a knee, an abdomen, an empty field of view).
-BRAIN_ML_RANGE = (350.0, 4000.0)  # upper end generous: deepbet may leak into the neck before it is cut
+BRAIN_ML_RANGE = (500.0, 4000.0)  # upper end generous: deepbet may leak into the neck before it is cut
 TEMPLATE_MARGIN_MM = 5.0  # the extracted brain may reach this far beyond the registered template brain
 MIN_CONTRAST = 1e-3  # (p99.5 - p0.5) / max |value|: below, the volume is flat (empty field of view)
 # Correlation of each voxel with its in-plane neighbour: anatomy is smooth at the voxel scale
@@ -201,6 +202,23 @@ def check_brain_volume(volume_ml: float, in_view: float, source: str) -> None:
         raise ShmnError(
             f"{source}: this does not look like a head MRI: brain extraction found {volume_ml:.0f} mL of brain "
             f"(expected {low * in_view:.0f}-{high:.0f} mL); expected a T2 FLAIR of the head")
+
+
+MIN_COVERAGE_OF_A_HEAD = 0.5  # after registration, the extracted region holds at least this share of the template brain
+
+
+def check_registered_region(quality: dict, source: str) -> None:
+    """Refuse what registration could not fit a brain into: the extracted region holds little of MNI152's brain.
+
+    A head with a failed registration still covers most of the template brain (its extracted brain
+    is brain-sized and brain-shaped) and gets the warning instead; a knee or a phantom of something
+    else does not.
+    """
+    coverage = quality.get("brain_coverage", 1.0)
+    if not quality.get("ok", True) and coverage < MIN_COVERAGE_OF_A_HEAD:
+        raise ShmnError(
+            f"{source}: this does not look like a head MRI: after registration the extracted region holds only "
+            f"{coverage:.0%} of the MNI152 brain (a head holds > {MIN_COVERAGE_OF_A_HEAD:.0%}); expected a T2 FLAIR of the head")
 
 
 def field_of_view_ml(image: sitk.Image) -> float:

@@ -30,7 +30,7 @@ import SimpleITK as sitk
 
 from shmn.io.anatomy import load_anatomy
 from shmn.errors import ShmnError
-from shmn.preprocessing.brain_extraction import BrainMask, constrain_to_template, extract_brain
+from shmn.preprocessing.brain_extraction import BrainMask, check_registered_region, constrain_to_template, extract_brain
 from shmn.preprocessing.registration import RegistrationConfig, affine_parts, assess_alignment, register_to_template
 
 # "deepbet+template": deepbet's mask, then cut to the registered template brain (+5 mm) where the
@@ -213,6 +213,8 @@ def preprocess(image: sitk.Image, config: PreprocessConfig, source: str = "input
     quality["matrix_mni_to_native_lps"] = _matrix_4x4(transform)
     quality["volume_scale"] = round(float(abs(np.linalg.det(affine_parts(transform)[0]))), 5)
     timings["register"] = time.perf_counter() - tick
+    if extracted is not None and config.register:
+        check_registered_region(quality, source)
     if extracted is not None and config.brain_extraction == "deepbet+template" and config.register and quality["ok"]:
         tick = time.perf_counter()
         extracted = constrain_to_template(extracted, transform, template)
