@@ -18,7 +18,9 @@ from shmn.cli import main
 from shmn.errors import ShmnError
 from shmn.io.anatomy import load_anatomy
 from shmn.preprocessing.brain_extraction import (
-    DEEPBET_VERSION, check_is_volume_with_content, extract_brain, neighbour_correlation,
+    DEEPBET_VERSION,
+    check_is_volume_with_content,
+    neighbour_correlation,
 )
 from shmn.preprocessing.preprocess import GRIDS, PreprocessConfig, preprocess
 from shmn.reporting.report import _registration
@@ -103,7 +105,7 @@ def _write(path, array, spacing):
 
 
 def _knee(rng) -> np.ndarray:
-    z, y, x = np.mgrid[:100, :150, :150]
+    _, y, x = np.mgrid[:100, :150, :150]
     knee = np.where((x - 75) ** 2 + (y - 75) ** 2 <= 55 ** 2, 250.0, 0.0)  # soft tissue around ...
     knee[(x - 75) ** 2 + (y - 70) ** 2 <= 25 ** 2] = 500.0  # ... a bright marrow-filled bone
     return np.abs(knee + rng.normal(0, 15, knee.shape))

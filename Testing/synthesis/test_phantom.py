@@ -13,9 +13,9 @@ from scipy import ndimage
 
 from shmn.cli import main
 from shmn.io.manifest import SPLITS, label_status, load_manifest
+from shmn.io.volume_io import read_volume, same_geometry
 from shmn.synthesis import EXPECTED_RANGES, CohortConfig, generate_cohort
 from shmn.synthesis.cohort import assign_splits, macs_groups
-from shmn.io.volume_io import read_volume, same_geometry
 
 SMALL = CohortConfig(seed=7, n_pvl=6, n_macs=9, n_ventricle_labels=3, size="small")  # the conftest cohort
 
@@ -243,7 +243,7 @@ def test_head_fields_of_view_are_whole_heads_tight_boxes_and_partial_stacks(larg
     whole = [c for c in cases if c["head"]["field_of_view"] == "head"]
     tight = [c for c in cases if c["head"]["field_of_view"] == "brain"]
     # A whole head's field of view holds far more than the brain; a tight box little more.
-    ratio = lambda c: np.prod(c["size"]) * np.prod(c["spacing_mm"]) / 1000 / c["brain_volume_ml"]  # noqa: E731
+    ratio = lambda c: np.prod(c["size"]) * np.prod(c["spacing_mm"]) / 1000 / c["brain_volume_ml"]
     assert min(map(ratio, whole)) > max(1.5, np.median(list(map(ratio, tight))))
 
 

@@ -20,7 +20,6 @@ import hashlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import SimpleITK as sitk
@@ -52,7 +51,7 @@ class BrainMask:
     method: str
     version: str
     seconds: float
-    unconstrained: Optional[sitk.Image] = None  # deepbet's own mask, before constrain_to_template cut it
+    unconstrained: sitk.Image | None = None  # deepbet's own mask, before constrain_to_template cut it
 
     def describe(self) -> dict:
         return {"method": self.method, "version": self.version, "volume_ml": round(self.volume_ml, 2)}
@@ -62,7 +61,7 @@ class _DeepbetNetworks:
     """The two networks, loaded once per process (thread-safe); ``None`` until first use."""
 
     lock = threading.Lock()
-    networks: Optional[object] = None
+    networks: object | None = None
 
 
 def _weights_folder() -> Path:

@@ -23,15 +23,24 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 import SimpleITK as sitk
 
-from shmn.io.anatomy import load_anatomy
 from shmn.errors import ShmnError
-from shmn.preprocessing.brain_extraction import BrainMask, check_registered_region, constrain_to_template, extract_brain
-from shmn.preprocessing.registration import RegistrationConfig, affine_parts, assess_alignment, register_to_template
+from shmn.io.anatomy import load_anatomy
+from shmn.preprocessing.brain_extraction import (
+    BrainMask,
+    check_registered_region,
+    constrain_to_template,
+    extract_brain,
+)
+from shmn.preprocessing.registration import (
+    RegistrationConfig,
+    affine_parts,
+    assess_alignment,
+    register_to_template,
+)
 
 # "deepbet+template": deepbet's mask, then cut to the registered template brain (+5 mm) where the
 # registration check passed; "deepbet": deepbet's mask as it is; "none": for brain-only inputs.
@@ -87,8 +96,8 @@ class PreprocessedCase:
     quality: dict              # registration figures, "ok", "warning"
     params: dict               # every parameter used (JSON-serialisable)
     timings_s: dict
-    brain_native: Optional[BrainMask] = None  # the extracted brain on the input's grid (None: extraction off)
-    template_brain: Optional[np.ndarray] = None  # bool (z, y, x): the template's brain on the model grid
+    brain_native: BrainMask | None = None  # the extracted brain on the input's grid (None: extraction off)
+    template_brain: np.ndarray | None = None  # bool (z, y, x): the template's brain on the model grid
 
 
 def _middle_of_true(flags: np.ndarray) -> float:

@@ -22,10 +22,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
-from typing import Optional
-
-from shmn.terminology import LATERAL_VENTRICLES, PVL_LESION
 from shmn.io.volume_io import ras_to_lps
+from shmn.terminology import LATERAL_VENTRICLES, PVL_LESION
 
 MAX_PIXELS = 320  # per side of a panel
 BRAIN_OUTLINE = ("#39d353", "solid")  # the extracted brain
@@ -81,8 +79,8 @@ def render_overview(
     ventricles: sitk.Image,
     focus_ras: list[float] | None,
     caption: str,
-    brain: Optional[sitk.Image] = None,
-    template_brain: Optional[sitk.Image] = None,
+    brain: sitk.Image | None = None,
+    template_brain: sitk.Image | None = None,
 ) -> Path:
     """Write the PNG; ``focus_ras`` (mm) is where the three planes cross (None: the volume's centre).
 

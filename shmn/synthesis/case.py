@@ -10,21 +10,29 @@ import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from shmn.io.volume_io import write_volume
 from shmn.synthesis.acquisition import (
-    CHILD_SCALES, Plan, SizeProfile, acquire, affine_part, as_image, clinical_grid, draw_plan, mask_from_fraction,
-    scanner_extent, subject_transform,
+    CHILD_SCALES,
+    Plan,
+    SizeProfile,
+    acquire,
+    affine_part,
+    as_image,
+    clinical_grid,
+    draw_plan,
+    mask_from_fraction,
+    scanner_extent,
+    subject_transform,
 )
 from shmn.synthesis.atlas import ReferenceSpace
 from shmn.synthesis.contrast import draw_contrast, render_flair, scanner_image
 from shmn.synthesis.head import draw_head_look, render_head
 from shmn.synthesis.subject import draw_severity, make_pathology
-from shmn.io.volume_io import write_volume
 
 DATASET_CODES = {"pvl": 1, "macs": 2}
 # Fields of view of head cases: a tight box around the brain, the whole head down to the neck, or a
@@ -94,8 +102,8 @@ class SyntheticCase:
     ventricles: sitk.Image  # uint8 mask, same grid
     stats: dict
     flip_draw: float  # uniform draw that decides whether this case's MACS label is flipped (label noise)
-    brain: Optional[sitk.Image] = None  # uint8 reference brain mask, same grid
-    brain_only_twin: Optional[sitk.Image] = None  # CaseOptions.twin: the same acquisition without the head
+    brain: sitk.Image | None = None  # uint8 reference brain mask, same grid
+    brain_only_twin: sitk.Image | None = None  # CaseOptions.twin: the same acquisition without the head
 
 
 def case_rng(seed: int, dataset: str, index: int) -> np.random.Generator:

@@ -88,7 +88,7 @@ def _axes(grid: sitk.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _closed_distance(brain: np.ndarray, spacing: float) -> np.ndarray:
     """Distance (mm) outside the brain closed by CLOSING_MM, computed on a >= 2 mm copy (it is smooth)."""
-    factor = max(1, int(round(2.0 / spacing)))
+    factor = max(1, round(2.0 / spacing))
     pads = [(0, (-n) % factor) for n in brain.shape]
     coarse = block_mean(np.pad(brain, pads).astype(np.float32), (factor,) * 3) > 0.5 if factor > 1 else brain
     step = spacing * factor
@@ -163,7 +163,7 @@ def render_head(rng: np.random.Generator, head: HeadSpace, look: HeadLook, csf: 
         & (ras[2] < z0 + 0.25 * (z1 - z0))
     face = _ellipsoid(ras, (cx, y0 + 0.80 * (y1 - y0), z0 + 0.15 * (z1 - z0)), (0.72 * width, 0.30 * (y1 - y0), 0.28 * (z1 - z0)))
     soft = (neck | face) & outside & (layer != 6)
-    rim = soft & ~ndimage.binary_erosion(soft, iterations=max(1, int(round(4.0 / head.spacing_mm))))
+    rim = soft & ~ndimage.binary_erosion(soft, iterations=max(1, round(4.0 / head.spacing_mm)))
     flair = np.where(soft, np.where(rim, look.fat, look.muscle), flair).astype(np.float32)
     canal = _tube(ras, (cx, neck_axis[1] - 0.15 * depth, z0 - NECK_MM), (cx, neck_axis[1] - 0.15 * depth, z0 + 5.0), 7.0)
     flair[canal & soft] = csf

@@ -19,11 +19,12 @@ from shmn.synthesis.atlas import ReferenceSpace
 from shmn.synthesis.case import CaseOptions, make_case, write_case
 
 Task = tuple[str, int, str]  # dataset, index within the dataset, case id
+BRAIN_ONLY = CaseOptions(heads=False)
 _worker_inputs: dict = {}  # set once in each worker process by _start_worker; never used in the parent
 
 
 def _build(ref: ReferenceSpace, profile: SizeProfile, seed: int, folder: Path, task: Task,
-           options: CaseOptions = CaseOptions(heads=False)) -> tuple[dict, float]:
+           options: CaseOptions = BRAIN_ONLY) -> tuple[dict, float]:
     dataset, index, case_id = task
     case = make_case(ref, profile, seed, dataset, index, case_id, options)
     write_case(folder / dataset, case)
@@ -44,7 +45,7 @@ def _build_in_worker(task: Task) -> tuple[dict, float]:
 
 
 def build_cases(ref: ReferenceSpace, profile: SizeProfile, seed: int, folder: Path, tasks: list[Task],
-                workers: int = 1, options: CaseOptions = CaseOptions(heads=False)) -> Iterator[tuple[dict, float]]:
+                workers: int = 1, options: CaseOptions = BRAIN_ONLY) -> Iterator[tuple[dict, float]]:
     """(statistics record, MACS flip draw) per task, in task order.
 
     With workers, every task is submitted (and the workers forked) before this returns, so the fork
