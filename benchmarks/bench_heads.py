@@ -148,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.rows:
         rows = [json.loads(line) for path in args.rows for line in path.read_text().splitlines() if line.strip()]
         rows = list({row["id"]: row for row in rows}.values())
-        timed = [t for path in args.rows for t in json.loads(path.with_suffix(".timed.json").read_text())
-                 if path.with_suffix(".timed.json").is_file()]
+        timed_files = [path.with_suffix(".timed.json") for path in args.rows]
+        timed = [t for path in timed_files if path.is_file() for t in json.loads(path.read_text())]
         result = {"command": "benchmarks/bench_heads.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                   "summary": summary(rows, timed), "cases": rows}
         print(json.dumps(result["summary"], indent=2))

@@ -38,6 +38,7 @@ from shmn.preprocessing.brain_extraction import (
 from shmn.preprocessing.registration import (
     RegistrationConfig,
     affine_parts,
+    better_registration,
     assess_alignment,
     register_to_template,
 )
@@ -214,6 +215,12 @@ def preprocess(image: sitk.Image, config: PreprocessConfig, source: str = "input
     tick = time.perf_counter()
     if config.register:
         result = register_to_template(native, template, config.registration)
+        if extracted is not None and not result.quality["ok"]:
+            # The extracted brain did not register well (a mask edge can mislead the metric): try the
+            # whole image too, as before brain extraction existed, and keep whichever the check prefers.
+            whole = register_to_template(sitk.Cast(image, sitk.sitkFloat32), template, config.registration)
+            if better_registration(whole.quality, result.quality):
+                result = dataclasses.replace(whole, start=f"{whole.start}, whole image")
         transform, quality = result.transform, dict(result.quality)
         quality["start"] = result.start
     else:

@@ -267,7 +267,8 @@ def assess_alignment(native: sitk.Image, template: sitk.Image, transform: sitk.T
     return judge(transform, fixed, mask, block_average(native, cfg.spacing_mm), cfg, None, registered=False)
 
 
-def _better(q_new: dict, q_old: dict) -> bool:
+def better_registration(q_new: dict, q_old: dict) -> bool:
+    """Passing the check first, then the higher normalised mutual information."""
     return (q_new["ok"], q_new["nmi"]) > (q_old["ok"], q_old["nmi"])
 
 
@@ -285,4 +286,4 @@ def register_to_template(native: sitk.Image, template: sitk.Image, cfg: Registra
     transform, metric = _register_from(fixed, mask, moving, cfg, _rotation_matrix(axis, degrees))
     retry = RegistrationResult(transform, metric, f"rotated {degrees:+.0f} deg about {axis}",
                                judge(transform, fixed, mask, moving, cfg, metric))
-    return retry if _better(retry.quality, result.quality) else result
+    return retry if better_registration(retry.quality, result.quality) else result
