@@ -2,7 +2,9 @@
 
 Keys (DESIGN section 3, "at least"): case; macs.probability_severe, macs.group; pvl.volume_ml,
 pvl.lesions [{centre_ras_mm, volume_ml}], pvl.centres_from_localization; ventricles.volume_ml;
-model.name/version/sha256; preprocessing (params, registration quality); timings_s; disclaimer.
+model.name/version/sha256; preprocessing (params, registration quality); timings_s; disclaimer; brain
+(volume_ml, extraction method/version, intracranial_volume_ml where the whole head is in view) and
+registration (ok, figures, warning: a failed check is never silent).
 A task the model does not have is reported as null, never as a made-up zero.
 """
 
