@@ -24,7 +24,7 @@ def small_cohort(tmp_path_factory):
     from shmn.synthesis import CohortConfig, generate_cohort
 
     root = tmp_path_factory.mktemp("cohort") / "cohort"
-    generate_cohort(root, CohortConfig(seed=7, n_pvl=6, n_macs=9, n_ventricle_labels=3, size="small"), progress=False)
+    generate_cohort(root, CohortConfig(seed=7, n_pvl=6, n_macs=9, n_ventricle_labels=3, size="small", heads=False), progress=False)
     return root
 
 
@@ -37,7 +37,7 @@ def paper_cohort(tmp_path_factory):
     from shmn.synthesis import CohortConfig, generate_cohort
 
     root = tmp_path_factory.mktemp("paper_cohort") / "cohort"
-    generate_cohort(root, CohortConfig(seed=11, n_pvl=2, n_macs=1, n_ventricle_labels=0, size="paper"), progress=False)
+    generate_cohort(root, CohortConfig(seed=11, n_pvl=2, n_macs=1, n_ventricle_labels=0, size="paper", heads=False), progress=False)
     return root
 
 

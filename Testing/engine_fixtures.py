@@ -14,7 +14,8 @@ TINY_CARD = {
     "name": TINY_NAME,
     "version": "0.0.1",
     "grid": {"spacing_mm": 4.0, "size": [40, 48, 40]},
-    "preprocessing": {"n4": True, "n4_shrink": 4},
+    # Plumbing tests feed tiny brain-only volumes: no brain extraction (Testing/preprocessing tests it).
+    "preprocessing": {"n4": True, "n4_shrink": 4, "brain_extraction": "none"},
     "training_data": "none: random weights for plumbing tests (synthetic)",
     "intended_use": "tests only",
 }

@@ -29,7 +29,8 @@ from shmn.preprocessing.registration import RegistrationConfig
 
 LESION_RAS = (-27.0, -32.0, 22.0)   # left posterior periventricular white matter
 LESION_RADIUS_MM = 7.0
-TINY = PreprocessConfig(grid=GRIDS["tiny"])
+# Brain-only inputs: these tests are about registration and grids; brain extraction has test_brain_extraction.py.
+TINY = PreprocessConfig(grid=GRIDS["tiny"], brain_extraction="none")
 
 # Direction matrices (LPS world, columns = where i, j, k point), named by the axis codes of nibabel.
 DIRECTIONS = {
@@ -189,7 +190,7 @@ def _on_reference(array: np.ndarray, case) -> sitk.Image:
 def test_round_trip_keeps_a_blob(anatomy):
     """A native blob to the model grid and back: Dice > 0.8 (grid at the native resolution)."""
     native, _, _ = make_native(anatomy, "LAS", (4.0, 4.0, 4.0))
-    case = preprocess(native, PreprocessConfig(grid=GRIDS["tiny"], n4=False))
+    case = preprocess(native, PreprocessConfig(grid=GRIDS["tiny"], brain_extraction="none", n4=False))
     centre = np.array(native.GetSize()) // 2
     zz, yy, xx = np.indices(native.GetSize()[::-1])
     blob = ((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2 + (zz - centre[2]) ** 2 <= 5.5**2).astype(np.uint8)
@@ -232,7 +233,7 @@ def test_outputs_are_normalised_on_the_grid_and_deterministic(anatomy):
 def test_register_false_is_identity_on_an_mni_input(anatomy):
     mni_image, mni_mask = flair_like_mni(anatomy)
     small = sitk.BinShrink(mni_image, [2, 2, 2])
-    case = preprocess(small, PreprocessConfig(grid=GRIDS["tiny"], register=False))
+    case = preprocess(small, PreprocessConfig(grid=GRIDS["tiny"], brain_extraction="none", register=False))
     matrix = np.array(case.quality["matrix_mni_to_native_lps"])
     np.testing.assert_allclose(matrix, np.eye(4))
     np.testing.assert_allclose(case.transform.TransformPoint((10.0, -20.0, 30.0)), (10.0, -20.0, 30.0))
@@ -241,7 +242,7 @@ def test_register_false_is_identity_on_an_mni_input(anatomy):
     assert case.quality["ok"] and case.quality["registered"] is False
     # An input that is NOT in MNI space, with registration off, is flagged rather than trusted.
     native, _, _ = make_native(anatomy, "LAS", truth=known_rigid(degrees=(0.0, 0.0, 180.0), translation_mm=(0, 0, 0)))
-    off = preprocess(native, PreprocessConfig(grid=GRIDS["tiny"], register=False))
+    off = preprocess(native, PreprocessConfig(grid=GRIDS["tiny"], brain_extraction="none", register=False))
     assert off.quality["ok"] is False and "MNI152 space" in off.quality["warning"]
 
 
@@ -282,7 +283,7 @@ def test_registration_that_cannot_run_is_a_clear_error():
     tiny = sitk.Image([4, 4, 4], sitk.sitkFloat32) + 1.0
     tiny.SetOrigin((5000.0, 5000.0, 5000.0))
     with pytest.raises(ShmnError, match="registration"):
-        preprocess(tiny, PreprocessConfig(grid=GRIDS["tiny"], registration=RegistrationConfig(retry_rotations=False)))
+        preprocess(tiny, PreprocessConfig(grid=GRIDS["tiny"], brain_extraction="none", registration=RegistrationConfig(retry_rotations=False)))
 
 
 def test_phantom_pvl_lands_in_periventricular_white_matter(anatomy, request):
@@ -309,7 +310,7 @@ def test_phantom_pvl_lands_in_periventricular_white_matter(anatomy, request):
         native_pvl = read_volume(manifest.resolve(entry.pvl), check_values=False)
         if not sitk.GetArrayViewFromImage(native_pvl).any():
             continue
-        case = preprocess(native, PreprocessConfig(grid=grid))
+        case = preprocess(native, PreprocessConfig(grid=grid, brain_extraction="none"))
         assert case.quality["ok"], (entry.id, case.quality)
         pvl = to_model_grid(native_pvl, case) > 0
         assert pvl.any(), entry.id

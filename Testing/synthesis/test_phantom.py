@@ -13,10 +13,10 @@ from scipy import ndimage
 
 from shmn.cli import main
 from shmn.io.manifest import SPLITS, label_status, load_manifest
+from shmn.io.volume_io import read_volume, same_geometry
 from shmn.synthesis import EXPECTED_RANGES, CohortConfig, generate_cohort
 from shmn.io.splits import assign_splits
 from shmn.synthesis.cohort import macs_groups
-from shmn.io.volume_io import read_volume, same_geometry
 
 SMALL = CohortConfig(seed=7, n_pvl=6, n_macs=9, n_ventricle_labels=3, size="small")  # the conftest cohort
 
@@ -152,7 +152,7 @@ def test_acquisitions_vary_in_orientation_including_negative_determinant(small_c
 
 
 def test_same_seed_same_bytes_and_cases_independent_of_count(tmp_path, small_cohort):
-    config = CohortConfig(seed=7, n_pvl=1, n_macs=2, n_ventricle_labels=1, size="small")
+    config = CohortConfig(seed=7, n_pvl=1, n_macs=2, n_ventricle_labels=1, size="small", heads=False)
     generate_cohort(tmp_path / "a", config, progress=False)
     generate_cohort(tmp_path / "b", config, progress=False, workers=2)
     first, second = _files(tmp_path / "a"), _files(tmp_path / "b")
@@ -198,3 +198,59 @@ def test_cli_builds_refuses_to_overwrite_then_overwrites(tmp_path, capsys):
     assert main(args + ["--overwrite"]) == 0
     assert _files(out) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left behind
+
+
+@pytest.fixture(scope="module")
+def head_cohort(tmp_path_factory):
+    """Heads (the default) at the small size: skull, scalp, eyes, neck around the brain."""
+    root = tmp_path_factory.mktemp("heads") / "cohort"
+    generate_cohort(root, CohortConfig(seed=12, n_pvl=4, n_macs=4, n_ventricle_labels=1, size="small"), progress=False)
+    return root
+
+
+def test_heads_have_tissue_outside_the_brain_and_a_reference_brain_mask(head_cohort, small_cohort):
+    cohort = _cohort(head_cohort)
+    assert cohort["config"]["heads"] is True and "Whole heads" in cohort["description"]
+    for record in cohort["cases"]:
+        folder = head_cohort / record["dataset"]
+        image = read_volume(folder / "images" / f"{record['id']}.nii.gz")
+        brain = read_volume(folder / "labels" / "brain" / f"{record['id']}.nii.gz")
+        assert same_geometry(image, brain)
+        values = sitk.GetArrayFromImage(image).astype(np.float32)
+        inside = sitk.GetArrayFromImage(brain) > 0
+        assert record["brain_volume_ml"] == pytest.approx(inside.sum() * np.prod(image.GetSpacing()) / 1000, abs=0.02)
+        # Scalp fat and marrow are bright: the brightest tissue outside the brain rivals the brain's median.
+        shell = ndimage.binary_dilation(inside, iterations=4) & ~inside
+        assert np.percentile(values[shell], 95) > 0.6 * np.median(values[inside])
+        head = record["head"]
+        assert head["field_of_view"] in ("brain", "head", "partial")
+        assert head["intracranial_volume_ml"] > record["reference_lesion_volume_ml"]
+    # Brain-only cohorts keep nothing outside the brain (noise only) and still get their brain masks.
+    record = _cohort(small_cohort)["cases"][0]
+    folder = small_cohort / record["dataset"]
+    image = sitk.GetArrayFromImage(read_volume(folder / "images" / f"{record['id']}.nii.gz")).astype(np.float32)
+    inside = sitk.GetArrayFromImage(read_volume(folder / "labels" / "brain" / f"{record['id']}.nii.gz")) > 0
+    far = ~ndimage.binary_dilation(inside, iterations=3)
+    assert np.percentile(image[far], 95) < 0.25 * np.median(image[inside])
+    assert record["head"] is None
+
+
+def test_head_fields_of_view_are_whole_heads_tight_boxes_and_partial_stacks(larger_cohort):
+    cases = _cohort(larger_cohort)["cases"]
+    kinds = {c["head"]["field_of_view"] for c in cases}
+    assert kinds == {"brain", "head", "partial"}
+    partial = [c for c in cases if c["head"]["field_of_view"] == "partial"]
+    assert all(c["spacing_mm"][2] >= 4.0 and 0.75 <= c["head"]["covered"] <= 0.95 for c in partial)
+    whole = [c for c in cases if c["head"]["field_of_view"] == "head"]
+    tight = [c for c in cases if c["head"]["field_of_view"] == "brain"]
+    # A whole head's field of view holds far more than the brain; a tight box little more.
+    ratio = lambda c: np.prod(c["size"]) * np.prod(c["spacing_mm"]) / 1000 / c["brain_volume_ml"]
+    assert min(map(ratio, whole)) > max(1.5, np.median(list(map(ratio, tight))))
+
+
+def test_brain_only_option_on_the_command_line(tmp_path):
+    out = tmp_path / "cohort"
+    assert main(["-q", "phantom", "-o", str(out), "--size", "small", "--n-pvl", "1", "--n-macs", "1",
+                 "--n-ventricle-labels", "0", "--seed", "5", "--brain-only"]) == 0
+    cohort = _cohort(out)
+    assert cohort["config"]["heads"] is False and cohort["cases"][0]["head"] is None

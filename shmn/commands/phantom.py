@@ -32,6 +32,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "small: ~48^3 images for tests (default paper)")
     parser.add_argument("--workers", default=None,
                         help="processes building cases (default: the CPU count, at most 4); the output does not depend on it")
+    parser.add_argument("--brain-only", action="store_true",
+                        help="brain-only images (0 outside the brain) instead of whole heads with skull, scalp, eyes and neck")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder (only once the new one is complete)")
     return parser
 
@@ -50,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         seed=_whole_number("--seed", args.seed), n_pvl=_whole_number("--n-pvl", args.n_pvl),
         n_macs=_whole_number("--n-macs", args.n_macs),
         n_ventricle_labels=_whole_number("--n-ventricle-labels", args.n_ventricle_labels), size=args.size,
+        heads=not args.brain_only,
     )
     workers = min(os.cpu_count() or 1, 4) if args.workers is None else _whole_number("--workers", args.workers)
     config.validate()

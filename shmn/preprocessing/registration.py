@@ -7,7 +7,7 @@ Speed is the point here (the whole `shmn predict` targets <= 20 s per 1 mm volum
 both images are first reduced to a few-millimetre copy by block averaging (BinShrink: cheap and
 antialiased), the metric is Mattes mutual information (FLAIR input against a T1 template) on a
 seeded random sample inside a slightly dilated template brain mask (so skull in an input that
-has it weighs little; only skull-free inputs are tested so far), rigid (versor) then affine, each
+has it weighs little; `shmn predict` registers the extracted brain, see brain_extraction.py), rigid (versor) then affine, each
 multi-resolution. The metric runs on one ITK thread so that the same input gives the same
 transform bit for bit (see _one_itk_thread). The header's direction is trusted
 first; only when the result looks wrong are other starting rotations tried (proper rotations only:
@@ -267,7 +267,8 @@ def assess_alignment(native: sitk.Image, template: sitk.Image, transform: sitk.T
     return judge(transform, fixed, mask, block_average(native, cfg.spacing_mm), cfg, None, registered=False)
 
 
-def _better(q_new: dict, q_old: dict) -> bool:
+def better_registration(q_new: dict, q_old: dict) -> bool:
+    """Passing the check first, then the higher normalised mutual information."""
     return (q_new["ok"], q_new["nmi"]) > (q_old["ok"], q_old["nmi"])
 
 
@@ -285,4 +286,4 @@ def register_to_template(native: sitk.Image, template: sitk.Image, cfg: Registra
     transform, metric = _register_from(fixed, mask, moving, cfg, _rotation_matrix(axis, degrees))
     retry = RegistrationResult(transform, metric, f"rotated {degrees:+.0f} deg about {axis}",
                                judge(transform, fixed, mask, moving, cfg, metric))
-    return retry if _better(retry.quality, result.quality) else result
+    return retry if better_registration(retry.quality, result.quality) else result

@@ -4,6 +4,10 @@ Each plane is resampled from the input through physical coordinates onto a patie
 (axial, coronal, sagittal), so the picture is upright and in radiological convention (patient's
 right on the viewer's left) whatever the input's voxel order or obliquity. Only three slices are
 resampled, never the whole volume. Uses matplotlib's object API (no pyplot global state).
+
+Two outlines show at a glance whether preprocessing worked: the extracted brain (green) and the
+MNI152 template brain where registration put it (dashed yellow). On a good case they agree; a
+template outline in the scalp means the registration failed, whatever its check said.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
-from shmn.terminology import LATERAL_VENTRICLES, PVL_LESION
 from shmn.io.volume_io import ras_to_lps
+from shmn.terminology import LATERAL_VENTRICLES, PVL_LESION
 
 MAX_PIXELS = 320  # per side of a panel
+BRAIN_OUTLINE = ("#39d353", "solid")  # the extracted brain
+TEMPLATE_OUTLINE = ("#ffd60a", "dashed")  # the registered MNI152 brain
 
 
 @dataclass(frozen=True)
@@ -73,8 +79,13 @@ def render_overview(
     ventricles: sitk.Image,
     focus_ras: list[float] | None,
     caption: str,
+    brain: sitk.Image | None = None,
+    template_brain: sitk.Image | None = None,
 ) -> Path:
-    """Write the PNG; ``focus_ras`` (mm) is where the three planes cross (None: the volume's centre)."""
+    """Write the PNG; ``focus_ras`` (mm) is where the three planes cross (None: the volume's centre).
+
+    ``brain`` and ``template_brain`` (masks on any grid) are drawn as outlines when given.
+    """
     low, high = _physical_bounds(image)
     if focus_ras is None:
         focus_lps = (low + high) / 2.0
@@ -96,10 +107,19 @@ def render_overview(
         for mask, term, alpha in ((ventricles, LATERAL_VENTRICLES, 0.45), (pvl, PVL_LESION, 0.7)):
             overlay = _sample(mask, reference, sitk.sitkNearestNeighbor, plane.normal_axis) > 0
             ax.imshow(np.ma.masked_where(~overlay, overlay), cmap=ListedColormap([term.color]), alpha=alpha, interpolation="nearest")
+        for mask, (color, style) in ((brain, BRAIN_OUTLINE), (template_brain, TEMPLATE_OUTLINE)):
+            if mask is None:
+                continue
+            outline = _sample(sitk.Cast(mask, sitk.sitkFloat32), reference, sitk.sitkLinear, plane.normal_axis)
+            if outline.min() < 0.5 < outline.max():
+                ax.contour(outline, levels=[0.5], colors=[color], linestyles=style, linewidths=1.0)
         ax.set_title(plane.title, color="white", fontsize=11)
         ax.text(0.01, 0.5, plane.left, color="yellow", transform=ax.transAxes, va="center", fontsize=10)
         ax.text(0.99, 0.5, plane.right, color="yellow", transform=ax.transAxes, va="center", ha="right", fontsize=10)
         ax.set_axis_off()
+    if brain is not None or template_brain is not None:
+        figure.text(0.01, 0.005, "outlines: extracted brain (green), registered MNI152 brain (dashed yellow)",
+                    color="white", ha="left", va="bottom", fontsize=8)
     figure.text(0.5, 0.035, caption, color="white", ha="center", va="bottom", fontsize=10, wrap=True)
     figure.subplots_adjust(left=0.01, right=0.99, top=0.92, bottom=0.14, wspace=0.03)
     figure.savefig(str(path), facecolor=figure.get_facecolor())

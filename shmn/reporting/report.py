@@ -2,7 +2,9 @@
 
 Keys (docs/DESIGN.md section 3, "at least"): case; macs.probability_severe, macs.group; pvl.volume_ml,
 pvl.lesions [{centre_ras_mm, volume_ml}], pvl.centres_from_localization; ventricles.volume_ml;
-model.name/version/sha256; preprocessing (params, registration quality); timings_s; disclaimer.
+model.name/version/sha256; preprocessing (params, registration quality); timings_s; disclaimer; brain
+(volume_ml, extraction method/version, intracranial_volume_ml where the whole head is in view) and
+registration (ok, figures, warning: a failed check is never silent).
 A task the model does not have is reported as null, never as a made-up zero.
 """
 
@@ -101,6 +103,7 @@ def build_report(
     outputs: dict,
     timings_s: dict,
     warnings: list[str],
+    brain: dict | None = None,
 ) -> dict:
     """The report as a JSON-ready dict (volumes in mL, positions in RAS mm)."""
     return {
@@ -119,6 +122,10 @@ def build_report(
             "centres_from_localization": localization_centres,
         },
         "ventricles": {"volume_ml": _round(ventricle_volume_ml)},
+        # The extracted brain (brain.nii.gz) and, where the whole head is in view, the intracranial volume.
+        "brain": brain or {"volume_ml": None, "extraction": {"method": "none"}, "intracranial_volume_ml": None},
+        # Never silent masks: a failed registration check is reported here and in warnings.
+        "registration": _registration(preprocessing.get("registration_quality") or {}),
         "model": {
             "name": model.name,
             "version": model.version,
@@ -140,6 +147,11 @@ def build_report(
         "engine": {"shmn_version": __version__},
         "disclaimer": disclaimer(model),
     }
+
+
+def _registration(quality: dict) -> dict:
+    keys = ("ok", "warning", "registered", "nmi", "brain_coverage", "scale", "template_brain_in_view", "start")
+    return {key: quality.get(key) for key in keys if key in quality} | {"ok": bool(quality.get("ok", False))}
 
 
 def summary_row(report: dict, seconds: float) -> dict:

@@ -84,7 +84,10 @@ def _oblique(rng: np.random.Generator) -> np.ndarray:
     return Rotation.from_euler("xyz", angles).as_matrix() @ base
 
 
-def draw_plan(rng: np.random.Generator, profile: SizeProfile) -> Plan:
+CHILD_SCALES = (0.82, 0.95)  # default: a school-age child's brain against MNI152's adult size
+
+
+def draw_plan(rng: np.random.Generator, profile: SizeProfile, scale_range: tuple[float, float] = CHILD_SCALES) -> Plan:
     codes = list(ORIENTATION_WEIGHTS)
     orientation = str(rng.choice(codes, p=list(ORIENTATION_WEIGHTS.values())))
     direction = _oblique(rng) if orientation == "oblique" else ORIENTATIONS[orientation]
@@ -94,7 +97,7 @@ def draw_plan(rng: np.random.Generator, profile: SizeProfile) -> Plan:
         in_plane = rng.uniform(max(profile.in_plane_mm[0], 1.0), max(profile.in_plane_mm[1], 1.0))
     thickness = in_plane if thin else rng.uniform(*profile.slice_mm)
     axis = rng.normal(size=3)
-    mean_scale = rng.uniform(0.82, 0.95)  # a school-age child's brain against MNI152's adult size
+    mean_scale = rng.uniform(*scale_range)
     return Plan(
         orientation=orientation, direction=tuple(float(v) for v in direction.ravel()),
         spacing=(float(in_plane), float(in_plane), float(thickness)),
@@ -120,34 +123,48 @@ def affine_part(plan: Plan, ref: ReferenceSpace) -> sitk.AffineTransform:
     return transform
 
 
-def deformation(rng: np.random.Generator, plan: Plan, ref: ReferenceSpace) -> sitk.DisplacementFieldTransform:
-    """Smooth random displacement (reference space), at most ``plan.deformation_mm`` long."""
+def deformation(rng: np.random.Generator, plan: Plan, ref: ReferenceSpace,
+                domain: sitk.Image | None = None) -> sitk.DisplacementFieldTransform:
+    """Smooth random displacement (reference space), at most ``plan.deformation_mm`` long.
+
+    ``domain`` (default: the reference grid) is the region it is defined on; heads need the head grid.
+    """
     step = 8.0
-    size = [int(np.ceil(n * ref.spacing_mm / step)) + 3 for n in ref.grid.GetSize()]
+    domain = domain if domain is not None else ref.grid
+    size = [int(np.ceil(n * ref.spacing_mm / step)) + 3 for n in domain.GetSize()]
     field = np.stack([smooth_noise(rng, tuple(size[::-1]), 2.0) for _ in range(3)], axis=-1)
     field *= plan.deformation_mm / max(float(np.linalg.norm(field, axis=-1).max()), 1e-6)
     image = sitk.GetImageFromArray(field.astype(np.float64), isVector=True)
     image.SetSpacing((step, step, step))
-    image.SetDirection(ref.grid.GetDirection())
-    image.SetOrigin(ref.grid.TransformContinuousIndexToPhysicalPoint([-step / ref.spacing_mm] * 3))
+    image.SetDirection(domain.GetDirection())
+    image.SetOrigin(domain.TransformContinuousIndexToPhysicalPoint([-step / ref.spacing_mm] * 3))
     return sitk.DisplacementFieldTransform(image)
 
 
-def subject_transform(rng: np.random.Generator, plan: Plan, ref: ReferenceSpace) -> sitk.CompositeTransform:
+def subject_transform(rng: np.random.Generator, plan: Plan, ref: ReferenceSpace,
+                      domain: sitk.Image | None = None) -> sitk.CompositeTransform:
     # A composite applies its last transform first: affine (scanner -> reference), then the displacement.
-    return sitk.CompositeTransform([deformation(rng, plan, ref), affine_part(plan, ref)])
+    return sitk.CompositeTransform([deformation(rng, plan, ref, domain), affine_part(plan, ref)])
 
 
-def clinical_grid(plan: Plan, ref: ReferenceSpace) -> sitk.Image:
-    """The acquired grid: covers the subject's brain plus the plan's margins, on the plan's axes."""
-    affine = affine_part(plan, ref)
-    inverse = affine.GetInverse()
-    scanner = np.array([inverse.TransformPoint(p) for p in ref.box_corners_mm(ref.brain_box)])
+def scanner_extent(plan: Plan, ref: ReferenceSpace, corners_lps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) along the plan's i, j, k axes of reference points (LPS mm) as the scanner sees them."""
+    inverse = affine_part(plan, ref).GetInverse()
+    scanner = np.array([inverse.TransformPoint(p) for p in corners_lps])
+    along = scanner @ np.reshape(plan.direction, (3, 3))  # coordinate of each corner along the grid's i, j, k axes
+    return along.min(0), along.max(0)
+
+
+def clinical_grid(plan: Plan, ref: ReferenceSpace, extent: tuple[np.ndarray, np.ndarray] | None = None) -> sitk.Image:
+    """The acquired grid: covers the subject's brain plus the plan's margins, on the plan's axes.
+
+    ``extent`` (low, high along i, j, k; see scanner_extent) replaces the brain's box when given.
+    """
     direction = np.reshape(plan.direction, (3, 3))
-    along = scanner @ direction  # coordinate of each corner along the grid's i, j, k axes
+    low, high = extent if extent is not None else scanner_extent(plan, ref, ref.box_corners_mm(ref.brain_box))
     margins = np.reshape(plan.margins_mm, (3, 2))
-    low = along.min(0) - margins[:, 0] - plan.deformation_mm
-    high = along.max(0) + margins[:, 1] + plan.deformation_mm
+    low = low - margins[:, 0] - plan.deformation_mm
+    high = high + margins[:, 1] + plan.deformation_mm
     spacing = np.array(plan.spacing)
     size = np.ceil((high - low) / spacing).astype(int) + 1
     grid = sitk.Image([int(n) for n in size], sitk.sitkUInt8)
@@ -184,12 +201,13 @@ def _sub_box(ref: ReferenceSpace, box: tuple[slice, ...], affine: sitk.Transform
 
 
 def acquire(ref: ReferenceSpace, transform: sitk.Transform, affine: sitk.Transform, grid: sitk.Image,
-            channels: list[tuple[np.ndarray, tuple[slice, ...] | None]], margin_mm: float) -> list[np.ndarray]:
+            channels: list[tuple[np.ndarray | sitk.Image, tuple[slice, ...] | None]], margin_mm: float) -> list[np.ndarray]:
     """Each reference-space channel as acquired on ``grid`` (partial-volume averaged float32 arrays).
 
     A channel comes with the reference box outside which it is zero (or None): only the part of the
     grid that can see that box is sampled. ``affine`` is the transform without its displacement,
-    which is at most ``margin_mm`` long.
+    which is at most ``margin_mm`` long. A channel given as an image (on its own grid, e.g. the
+    head's) is sampled everywhere.
     """
     fine, factors = _fine_grid(grid, ref.spacing_mm)
     # Measured: a dense field plus Warp costs about half of resampling through the composite per channel.
@@ -198,10 +216,12 @@ def acquire(ref: ReferenceSpace, transform: sitk.Transform, affine: sitk.Transfo
     size = grid.GetSize()
     acquired = []
     for channel, box in channels:
+        box = None if isinstance(channel, sitk.Image) else box
         out_box = _sub_box(ref, box, affine, grid, margin_mm) if box is not None else tuple(slice(0, n) for n in size[::-1])
         fine_box = [slice(b.start * f, b.stop * f) for b, f in zip(out_box[::-1], factors)]  # x, y, z
         sub_field = field if box is None else field[fine_box[0], fine_box[1], fine_box[2]]
-        warped = sitk.Warp(ref.image(channel.astype(np.float32, copy=False), box), sub_field, sitk.sitkLinear,
+        source = channel if isinstance(channel, sitk.Image) else ref.image(channel.astype(np.float32, copy=False), box)
+        warped = sitk.Warp(source, sub_field, sitk.sitkLinear,
                            sub_field.GetSize(), sub_field.GetOrigin(), sub_field.GetSpacing(), sub_field.GetDirection(), 0.0)
         result = np.zeros(size[::-1], np.float32)
         result[out_box] = block_mean(sitk.GetArrayViewFromImage(warped), factors[::-1])

@@ -11,17 +11,24 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from shmn.synthesis.fields import block_mean, box_around
-
 from shmn.io.anatomy import (
-    CAUDATE, CEREBRAL_WM, INFERIOR_LATERAL_VENTRICLES, LATERAL_VENTRICLES, PALLIDUM, PUTAMEN, THALAMUS,
-    WM_HYPOINTENSITIES, Anatomy,
+    CAUDATE,
+    CEREBRAL_WM,
+    INFERIOR_LATERAL_VENTRICLES,
+    LATERAL_VENTRICLES,
+    PALLIDUM,
+    PUTAMEN,
+    THALAMUS,
+    WM_HYPOINTENSITIES,
+    Anatomy,
 )
+from shmn.synthesis.fields import block_mean, box_around
 
 CHOROID_PLEXUS = (31, 63)  # lies inside the trigones: part of the ventricle a reader would outline
 CENTRAL_CORTEX = (1017, 1022, 1024, 2017, 2022, 2024)  # paracentral, postcentral, precentral
@@ -50,6 +57,7 @@ class ReferenceSpace:
     brain_box: tuple[slice, slice, slice]  # bounding box of the brain
     pathology_box: tuple[slice, slice, slice]  # where ventricles and lesions can ever be (with room to spare)
     brain_centre_mm: tuple[float, float, float]  # LPS centre of mass of the brain
+    head: Any | None = None  # shmn.synthesis.head.HeadSpace: the grown grid heads are drawn on (None: brains only)
 
     @property
     def shape(self) -> tuple[int, int, int]:

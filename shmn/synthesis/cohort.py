@@ -15,6 +15,7 @@ fraction equal ``severe_fraction`` (1/3 by default: p = 0.29).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import statistics
@@ -33,6 +34,8 @@ from shmn.io.manifest import Case, Manifest
 from shmn.io.splits import assign_splits
 from shmn.synthesis.acquisition import SIZES
 from shmn.synthesis.atlas import build_reference
+from shmn.synthesis.case import CaseOptions
+from shmn.synthesis.head import build_head_space
 from shmn.synthesis.montage import MontageCase, render_montage
 from shmn.synthesis.parallel import build_cases
 from shmn.io.volume_io import read_volume
@@ -57,6 +60,8 @@ class CohortConfig:
     size: str = "paper"
     severe_fraction: float = 1.0 / 3.0
     label_noise: float = 0.10
+    heads: bool = True  # whole heads (skull, scalp, eyes, neck; varied fields of view); False: brain-only images
+    scale_range: tuple = (0.82, 0.95)  # subject brain size / MNI152's, drawn per case (children: 0.75-1.05)
 
     def validate(self) -> None:
         """One clear error per bad option, named as on the command line."""
@@ -70,6 +75,9 @@ class CohortConfig:
                             f"expected a whole number from 0 to --n-macs ({self.n_macs})")
         if self.size not in SIZES:
             raise ShmnError(f"--size: {self.size!r} is not a size; expected one of {', '.join(SIZES)}")
+        if (not isinstance(self.scale_range, (tuple, list)) or len(self.scale_range) != 2
+                or not 0.5 <= float(self.scale_range[0]) <= float(self.scale_range[1]) <= 1.3):
+            raise ShmnError(f"scale_range: {self.scale_range!r} is not allowed; expected (low, high) with 0.5 <= low <= high <= 1.3")
         if not 0 <= self.label_noise < 0.5:
             raise ShmnError(f"label_noise: {self.label_noise} must be in [0, 0.5)")
         if not self.label_noise < self.severe_fraction < 1 - self.label_noise:
@@ -143,10 +151,13 @@ def generate_cohort(root: str | os.PathLike, config: CohortConfig = CohortConfig
     profile = SIZES[config.size]
     with atomic_dir(root, overwrite=overwrite) as tmp:
         ref = build_reference(load_anatomy(), profile.work_spacing_mm)
+        if config.heads:
+            ref = dataclasses.replace(ref, head=build_head_space(ref))
+        options = CaseOptions(heads=config.heads, scale_range=tuple(float(v) for v in config.scale_range))
         tasks = [(dataset, index, case_id) for dataset, n in (("pvl", config.n_pvl), ("macs", config.n_macs))
                  for index, case_id in enumerate(case_ids(dataset, n))]
         records, flips = [], {}
-        with contextlib.closing(build_cases(ref, profile, config.seed, tmp, tasks, workers)) as results:
+        with contextlib.closing(build_cases(ref, profile, config.seed, tmp, tasks, workers, options)) as results:
             for record, flip_draw in progress_bar(results, total=len(tasks), desc="phantom", unit="case", enabled=progress):
                 records.append(record)
                 flips[record["id"]] = flip_draw
@@ -188,7 +199,10 @@ def _label_and_split(tmp: Path, records: list[dict], flips: dict[str, float], co
         "format": COHORT_FORMAT,
         "synthetic": True,
         "description": "SYNTHETIC PVL phantom cohort built by `shmn phantom` from the MNI152 template and its "
-                       "aparc+aseg labels; not patient data.",
+                       "aparc+aseg labels; not patient data."
+                       + (" Whole heads (CSF, skull, scalp, eyes, neck) drawn around the brain by SHMN's own code."
+                          if config.heads else " Brain-only images (0 outside the brain)."),
+        "labels": {"brain": "<dataset>/labels/brain/<id>.nii.gz: reference brain mask on the image's grid"},
         "config": asdict(config),
         "seed": config.seed,
         "size_profile": asdict(SIZES[config.size]),

@@ -44,7 +44,8 @@ TASK_PRESETS: dict[str, dict] = {
 # Resolution presets: model grid (shmn.preprocessing.preprocess.GRIDS) and network width/depth. "fast" is what a
 # CPU can train (docs/DESIGN.md section 7); "paper" is the paper's 1 mm grid (GPU); "tiny" is for tests.
 RESOLUTION_PRESETS: dict[str, dict] = {
-    "tiny": {"grid": "tiny", "base_filters": 4, "levels": 4, "macs_hidden": 16},
+    # tiny: brain-only test cohorts of ~4 mm voxels, so no brain extraction (deepbet costs seconds per case).
+    "tiny": {"grid": "tiny", "base_filters": 4, "levels": 4, "macs_hidden": 16, "brain_extraction": "none"},
     "fast": {"grid": "fast", "base_filters": 8, "levels": 5, "macs_hidden": 32},
     "paper": {"grid": "paper", "base_filters": 32, "levels": 5, "macs_hidden": 64},
 }
@@ -173,7 +174,7 @@ def preset_config(preset: str = "shmn4", resolution: str = "fast") -> TrainConfi
         network=network,
         loss=LossConfig(pseudo_labels=task["pseudo_labels"]),
         grid=res["grid"],
-        preprocess=PreprocessConfig(grid=GRIDS[res["grid"]]),
+        preprocess=PreprocessConfig(grid=GRIDS[res["grid"]], brain_extraction=res.get("brain_extraction", "deepbet+template")),
         ventricle_label_limit=task["ventricle_label_limit"],
     )
 
