@@ -244,7 +244,9 @@ def test_head_fields_of_view_are_whole_heads_tight_boxes_and_partial_stacks(larg
     whole = [c for c in cases if c["head"]["field_of_view"] == "head"]
     tight = [c for c in cases if c["head"]["field_of_view"] == "brain"]
     # A whole head's field of view holds far more than the brain; a tight box little more.
-    ratio = lambda c: np.prod(c["size"]) * np.prod(c["spacing_mm"]) / 1000 / c["brain_volume_ml"]
+    def ratio(c):
+        return np.prod(c["size"]) * np.prod(c["spacing_mm"]) / 1000 / c["brain_volume_ml"]
+
     assert min(map(ratio, whole)) > max(1.5, np.median(list(map(ratio, tight))))
 
 
