@@ -179,7 +179,10 @@ def test_later_model_sections_render_when_present(predicted_batch, tmp_path):
     # And the same report without those keys says they were not computed.
     plain = Tables(render_case_html(case_context(report, header, None, anonymise=False)))
     assert "burden" not in plain.tables
-    assert dict(r for r in plain.tables["findings"] if len(r) == 2)["Brain"].startswith("— (not computed")
+    # Brain volume comes from brain extraction (today's predict writes it); the later keys do not.
+    plain_brain = dict(r for r in plain.tables["findings"] if len(r) == 2)["Brain"]
+    brain_ml = (report.get("brain") or {}).get("volume_ml")
+    assert plain_brain == f"{brain_ml:.0f} mL" if brain_ml else plain_brain.startswith("— (not computed")
     assert {row[5] for row in plain.tables["lesions"][1:]} == {"—"}
     # The full writer (HTML + PDF) takes the later report too.
     out = tmp_path / "later"
