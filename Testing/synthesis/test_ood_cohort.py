@@ -28,7 +28,7 @@ print(json.dumps(sorted(m for m in sys.modules if m.startswith("shmn"))))
 
 def test_the_ood_generator_imports_nothing_from_the_training_synthesis(tmp_path):
     for source in OOD.glob("*.py"):
-        imports = re.findall(r"^\s*(?:from|import)\s+(shmn[\w.]*)(?:\s+import\s+([\w, ]+))?", source.read_text(), re.M)
+        imports = re.findall(r"^\s*(?:from|import)\s+(shmn[\w.]*)(?:\s+import\s+([\w, ]+))?", source.read_text(), re.MULTILINE)
         assert all(module.startswith(("shmn.io", "shmn.errors")) for module, _names in imports), (source, imports)
     out = tmp_path / "ood"
     result = subprocess.run([sys.executable, "-c", PROBE.format(folder=str(OOD), out=str(out))], capture_output=True, text=True,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ood_phantom import generate  # noqa: E402
+from ood_phantom import generate
 
 
 def main(argv=None) -> int:

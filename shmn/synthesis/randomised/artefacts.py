@@ -84,7 +84,13 @@ def ghosts(image: np.ndarray, axis: int, n_ghosts: int, strength: float) -> np.n
 @lru_cache(maxsize=1)
 def _monai_transforms(config: ArtefactConfig):
     """Built once per process (a worker's copy); re-seeded per sample."""
-    from monai.transforms import RandAdjustContrast, RandBiasField, RandGibbsNoise, RandHistogramShift, RandRicianNoise
+    from monai.transforms import (
+        RandAdjustContrast,
+        RandBiasField,
+        RandGibbsNoise,
+        RandHistogramShift,
+        RandRicianNoise,
+    )
 
     return (
         RandBiasField(degree=3, coeff_range=(0.0, 0.3), prob=config.bias_probability),

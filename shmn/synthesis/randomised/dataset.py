@@ -25,11 +25,11 @@ def sample_seed(seed: int, epoch: int, index: int) -> np.random.SeedSequence:
 class SynthesisDataset(Dataset):
     """``length`` fresh samples per epoch on ``grid``. Set ``epoch`` before each epoch (the trainer does)."""
 
-    def __init__(self, grid: GridSpec, length: int, seed: int = 0, config: SynthesisConfig = SynthesisConfig()):
+    def __init__(self, grid: GridSpec, length: int, seed: int = 0, config: SynthesisConfig | None = None):
         self.grid = grid
         self.length = int(length)
         self.seed = int(seed)
-        self.config = config
+        self.config = config or SynthesisConfig()
         self.epoch = 0
 
     def __len__(self) -> int:

@@ -79,7 +79,8 @@ def macs_from_burden(pvl: np.ndarray, motor: np.ndarray, voxel_ml: float, growth
     return float(severe != flipped), {"motor_ml": round(motor_ml, 3), "pvl_ml": round(total_ml, 3), "label_flipped": bool(flipped)}
 
 
-def synthesise(seed: int | np.random.SeedSequence, grid: GridSpec, config: SynthesisConfig = SynthesisConfig()) -> SyntheticSample:
+def synthesise(seed: int | np.random.SeedSequence, grid: GridSpec, config: SynthesisConfig | None = None) -> SyntheticSample:
+    config = config or SynthesisConfig()
     rng = np.random.default_rng(seed)
     name = config.anatomies[int(rng.integers(0, len(config.anatomies)))]
     anatomy = source_anatomy(name, float(grid.spacing_mm), tuple(int(v) for v in grid.size))
@@ -107,7 +108,8 @@ def synthesise(seed: int | np.random.SeedSequence, grid: GridSpec, config: Synth
     )
 
 
-def warm_up(grid: GridSpec, config: SynthesisConfig = SynthesisConfig()) -> None:
+def warm_up(grid: GridSpec, config: SynthesisConfig | None = None) -> None:
+    config = config or SynthesisConfig()
     """Prepare every anatomy and the brain mask of ``grid`` in this process (forked workers inherit them)."""
     for name in config.anatomies:
         source_anatomy(name, float(grid.spacing_mm), tuple(int(v) for v in grid.size))
