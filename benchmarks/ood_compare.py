@@ -12,7 +12,7 @@ with a plain intensity-threshold baseline (issue 12).
    outer 4 mm), ventricles = z-score below T' within 12 mm of the template's ventricles, MACS score =
    lesion volume. T and T' are chosen on the in-distribution cohort (best mean Dice) and applied unchanged
    on the OOD cohort. Scored like `shmn evaluate` (native grid, same metrics).
-Writes WORK/comparison.json and prints a markdown table.
+Writes WORK/comparison-TAG.json and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def preprocessed_cases(manifests: list[Path]) -> list[dict]:
     return cases
 
 
-def threshold_masks(item: dict, lesion_t: float, ventricle_t: float, near_ventricles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def threshold_masks(item: dict, lesion_t: float | None, ventricle_t: float | None, near_ventricles: np.ndarray) -> tuple:
     import SimpleITK as sitk
     from scipy import ndimage
 
@@ -74,10 +74,10 @@ def threshold_masks(item: dict, lesion_t: float, ventricle_t: float, near_ventri
 
     case = item["case"]
     inner = ndimage.binary_erosion(case.brain, iterations=2)  # 4 mm on the fast grid: no rim of skull or CSF
-    lesion = (case.image > lesion_t) & inner
-    ventricles = (case.image < ventricle_t) & inner & near_ventricles
+    masks = ((case.image > lesion_t) & inner if lesion_t is not None else None,
+             (case.image < ventricle_t) & inner & near_ventricles if ventricle_t is not None else None)
     native = item["native"]
-    return tuple(sitk.GetArrayFromImage(to_native(m.astype(np.uint8), case, native)) > 0 for m in (lesion, ventricles))
+    return tuple(None if m is None else sitk.GetArrayFromImage(to_native(m.astype(np.uint8), case, native)) > 0 for m in masks)
 
 
 def baseline(cases: list[dict], lesion_t: float, ventricle_t: float, near_ventricles: np.ndarray) -> dict:
@@ -95,6 +95,24 @@ def baseline(cases: list[dict], lesion_t: float, ventricle_t: float, near_ventri
     for r in rows:  # a monotone score of lesion volume: AUC reads its ranking, 0.5 falls at the median volume
         r["macs_probability"] = float(r["lesion_ml"] / (r["lesion_ml"] + scale))
     return summarise(rows)
+
+
+def choose_thresholds(cases: list[dict], near_ventricles: np.ndarray) -> tuple[float, float]:
+    """The lesion and ventricle thresholds of best mean Dice on ``cases`` (each chosen on its own: they do not interact)."""
+    from shmn.measures.metrics import dice
+
+    lesion_scores: dict[float, list[float]] = {t: [] for t in LESION_THRESHOLDS}
+    ventricle_scores: dict[float, list[float]] = {t: [] for t in VENTRICLE_THRESHOLDS}
+    for item in cases:
+        for lt in LESION_THRESHOLDS:
+            if item["pvl"] is not None:
+                lesion_scores[lt].append(dice(threshold_masks(item, lt, None, near_ventricles)[0], item["pvl"]))
+        for vt in VENTRICLE_THRESHOLDS:
+            if item["ventricles"] is not None:
+                ventricle_scores[vt].append(dice(threshold_masks(item, None, vt, near_ventricles)[1], item["ventricles"]))
+    best_lesion = max(LESION_THRESHOLDS, key=lambda t: float(np.mean(lesion_scores[t])) if lesion_scores[t] else -1.0)
+    best_ventricle = max(VENTRICLE_THRESHOLDS, key=lambda t: float(np.mean(ventricle_scores[t])) if ventricle_scores[t] else -1.0)
+    return best_lesion, best_ventricle
 
 
 def template_ventricles_nearby() -> np.ndarray:
@@ -130,24 +148,25 @@ def main() -> None:
     parser.add_argument("--work", required=True, type=Path)
     parser.add_argument("--model", default="shmn4-fast-phantom")
     parser.add_argument("--n", type=int, default=24)
+    parser.add_argument("--tag", default="", help="name of this model's rows and metrics files (default: the model argument's name)")
     parser.add_argument("--skip-baseline", action="store_true")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     data = cohorts(args.work, args.n)
     table: dict[str, dict] = {}
+    tag = args.tag or Path(args.model).stem
     for name, manifests in data.items():
-        out = args.work / f"metrics-{name}.json"
+        out = args.work / (f"metrics-{name}.json" if tag == "shmn4-fast-phantom" else f"metrics-{tag}-{name}.json")
         if not out.exists():
             shmn("evaluate", args.model, "--data", *map(str, manifests), "--split", "test", "-o", str(out), "--device", "cpu", "-q")
-        table[f"{args.model} | {name}"] = row(json.loads(out.read_text())["summary"])
+        table[f"{tag} | {name}"] = row(json.loads(out.read_text())["summary"])
     if not args.skip_baseline:
         near = template_ventricles_nearby()
         prepared = {name: preprocessed_cases(manifests) for name, manifests in data.items()}
-        best = max(((lt, vt) for lt in LESION_THRESHOLDS for vt in VENTRICLE_THRESHOLDS),
-                   key=lambda t: sum(v or 0.0 for k, v in row(baseline(prepared["in-distribution"], *t, near)).items() if k.endswith("dice")))
+        best = choose_thresholds(prepared["in-distribution"], near)
         for name, cases in prepared.items():
             table[f"threshold z>{best[0]}, z<{best[1]} | {name}"] = row(baseline(cases, *best, near))
-    (args.work / "comparison.json").write_text(json.dumps(table, indent=1))
+    (args.work / f"comparison-{tag}.json").write_text(json.dumps(table, indent=1))
     print("| model | cohort | lesion Dice | lesion-wise F1 | ventricle Dice | MACS AUC | MACS accuracy | n |\n|---|---|---|---|---|---|---|---|")
     for key, values in table.items():
         model, cohort = key.split(" | ")
