@@ -155,3 +155,19 @@ def test_bad_synthesis_options_name_the_field():
         load_config("shmn4:tiny", {"synthesis": "sometimes"})
     with pytest.raises(ShmnError, match="synthesis_anatomies"):
         load_config("shmn4:tiny", {"synthesis_anatomies": ["colin27"]})
+
+
+def test_the_second_anatomy_is_fetched_at_set_up_only(tmp_path, monkeypatch):
+    import zipfile
+
+    from shmn.io import anatomy
+
+    monkeypatch.setenv(anatomy.CACHE_ENV, str(tmp_path / "empty"))
+    with pytest.raises(ShmnError, match="shmn fetch-anatomy"):
+        anatomy.require_icbm2009()
+    fake = tmp_path / "nilearn-0.14.1-py3-none-any.whl"
+    with zipfile.ZipFile(fake, "w") as zf:
+        zf.writestr("nilearn/__init__.py", "")
+    with pytest.raises(ShmnError, match="sha256"):
+        anatomy.fetch_icbm2009(wheel=fake, force=True, log=lambda *_: None)
+    assert not anatomy.icbm_dir().exists()

@@ -178,8 +178,10 @@ def source_anatomy(name: str, spacing_mm: float, size: tuple[int, int, int]) -> 
 
 
 def template_brain(grid: GridSpec) -> np.ndarray:
-    """The brain mask preprocessing applies on this grid (the MNI152 template's, as in shmn.preprocessing)."""
-    from shmn.preprocessing.preprocess import _brain_on_grid
-
+    """The brain mask preprocessing applies on this grid: the MNI152 template's, resampled linearly and cut
+    at 0.5, as shmn.preprocessing.preprocess does. If preprocessing ever masks with another brain mask
+    (brain extraction of the subject), this must follow it."""
     anatomy = load_anatomy()
-    return _brain_on_grid(anatomy.template, model_grid_reference(grid, anatomy.template))
+    mask = sitk.Cast(anatomy.template > 0, sitk.sitkFloat32)
+    reference = model_grid_reference(grid, anatomy.template)
+    return sitk.GetArrayFromImage(sitk.Resample(mask, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)) >= 0.5
