@@ -35,6 +35,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="random seed (initialisation, data order, augmentation)")
     parser.add_argument("--batch-size", type=int, help="cases per batch and per process (default 2)")
     parser.add_argument("--num-workers", type=int, help="data loader worker processes (default 0)")
+    parser.add_argument("--synthesis", choices=("off", "on-the-fly", "mixed"),
+                        help="train on images synthesised on the fly from label maps (domain randomisation), alone or mixed with the manifests' cases")
+    parser.add_argument("--synthesis-samples", type=int, metavar="N", help="synthesised samples per epoch (default: as many as train cases, at least 8)")
     return parser
 
 
@@ -51,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         for key, value in {
             "resolution": args.resolution, "epochs": args.epochs, "device": args.device, "seed": args.seed,
             "batch_size": args.batch_size, "num_workers": args.num_workers,
+            "synthesis": args.synthesis, "synthesis_samples": args.synthesis_samples,
         }.items()
         if value is not None
     }

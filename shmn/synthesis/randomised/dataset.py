@@ -1,0 +1,105 @@
+"""The torch Dataset the trainer draws synthesised samples from (`"synthesis": "on-the-fly"`).
+
+Map-style, so the trainer's DistributedSampler, batching and background workers work unchanged: item
+``index`` of epoch ``epoch`` is synthesised from the seed (run seed, epoch, index), whichever worker or
+rank draws it, so a run is reproducible with any number of workers and a resumed run draws what the
+uninterrupted one would have. Items follow the batch contract of shmn.network.losses (as
+shmn.training.data.ShmnDataset's); every synthesised sample carries all labels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, Dataset
+
+from shmn.preprocessing.preprocess import GridSpec
+from shmn.synthesis.randomised.sampler import SynthesisConfig, synthesise
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> np.random.SeedSequence:
+    # 12 tags synthesised samples apart from the trainer's other streams (shmn.training.data.item_seed)
+    return np.random.SeedSequence([int(seed), int(epoch), int(index), 12])
+
+
+class SynthesisDataset(Dataset):
+    """``length`` fresh samples per epoch on ``grid``. Set ``epoch`` before each epoch (the trainer does)."""
+
+    def __init__(self, grid: GridSpec, length: int, seed: int = 0, config: SynthesisConfig | None = None):
+        self.grid = grid
+        self.length = int(length)
+        self.seed = int(seed)
+        self.config = config or SynthesisConfig()
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        sample = synthesise(sample_seed(self.seed, self.epoch, index), self.grid, self.config)
+
+        def channel(array: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(np.ascontiguousarray(array, dtype=np.float32))[None]
+
+        return {
+            "image": channel(sample.image),
+            "pvl": channel(sample.pvl),
+            "density": channel(sample.density),
+            "ventricles": channel(sample.ventricles),
+            "has_pvl": torch.tensor(True),
+            "has_ventricles": torch.tensor(True),
+            "has_macs": torch.tensor(True),
+            "macs": torch.tensor(sample.macs, dtype=torch.float32),
+            "id": f"synthetic-e{self.epoch}-{index}",
+            "index": index,
+        }
+
+
+class EpochConcat(ConcatDataset):
+    """Real cases and synthesised samples in one training set (`"synthesis": "mixed"`); ``epoch`` reaches both."""
+
+    @property
+    def epoch(self) -> int:
+        return getattr(self.datasets[0], "epoch", 0)
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        for dataset in self.datasets:
+            dataset.epoch = value
+
+
+def synthesis_config(config) -> SynthesisConfig:
+    """The synthesis settings of a TrainConfig (shmn.training.config)."""
+    return SynthesisConfig(anatomies=tuple(config.synthesis_anatomies), density_sigma_mm=config.density_sigma_mm)
+
+
+def synthesis_training_set(config, real: Dataset) -> Dataset:
+    """The training set of a TrainConfig whose ``synthesis`` is "on-the-fly" or "mixed".
+
+    The anatomies are prepared here, in the main process, so that forked loader workers inherit them
+    instead of each rebuilding them every epoch.
+    """
+    from shmn.synthesis.randomised.sampler import warm_up
+
+    grid = config.grid_spec
+    length = config.synthesis_samples or max(8, len(real))
+    synthesised = SynthesisDataset(grid, length, config.seed, synthesis_config(config))
+    warm_up(grid, synthesised.config)
+    return synthesised if config.synthesis == "on-the-fly" else EpochConcat([real, synthesised])
+
+
+def describe_synthesis(config, data_card: dict) -> dict:
+    """The model card's training-data entry, with what the synthesis contributed."""
+    card = dict(data_card)
+    card["synthesis"] = {
+        "mode": config.synthesis,
+        "samples_per_epoch": config.synthesis_samples or "as many as train cases (at least 8)",
+        "anatomies": list(config.synthesis_anatomies),
+        "generator": "shmn.synthesis.randomised (domain-randomised label-map synthesis)",
+    }
+    if config.synthesis == "on-the-fly":
+        card["synthetic"] = True
+        card["any_synthetic"] = True
+    else:
+        card["any_synthetic"] = True
+    return card
