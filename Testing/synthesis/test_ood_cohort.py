@@ -35,7 +35,7 @@ def test_the_ood_generator_imports_nothing_from_the_training_synthesis(tmp_path)
                             cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
-    assert loaded and all(m == "shmn" or m.startswith(("shmn.io", "shmn.errors")) for m in loaded), loaded
+    assert loaded and all(m == "shmn" or m.startswith(("shmn.io", "shmn.errors", "shmn.contract")) for m in loaded), loaded  # file I/O and its names
     assert not any(m.startswith("shmn.synthesis") for m in loaded)
 
     # what it wrote is a dataset `shmn evaluate` can read: test split, labels on the image's grid
