@@ -61,8 +61,9 @@ def preprocessed_cases(manifests: list[Path]) -> list[dict]:
     for sample in split_samples(load_manifests(manifests), "test"):
         native = read_volume(sample.image)
         cases.append({"id": sample.id, "native": native, "case": preprocess(native, PreprocessConfig(grid=GRIDS["fast"])),
-                      "pvl": _label_on(native, sample.pvl) if sample.pvl else None,
-                      "ventricles": _label_on(native, sample.ventricles) if sample.ventricles else None, "macs": sample.macs})
+                      "pvl": _label_on(native, sample.pvl, sample.image, sample.id) if sample.pvl else None,
+                      "ventricles": _label_on(native, sample.ventricles, sample.image, sample.id) if sample.ventricles else None,
+                      "macs": sample.macs})
     return cases
 
 
