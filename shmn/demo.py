@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from shmn import contract
 from shmn.errors import ShmnError
 
 DEMO_SEED = 2021
@@ -55,7 +56,7 @@ def pick_cases(root: Path) -> list[tuple[Path, dict]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from shmn.training.config import DEVICES
+    from shmn.contract import DEVICES
 
     parser = argparse.ArgumentParser(prog="python -m shmn.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo-output", help="folder for the cohort and the predictions")
@@ -97,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     predictions = out / "predictions"
     options = PredictOptions(device=args.device, overwrite=True)
     outcomes = predict_many([path for path, _ in cases], predictions, predictor, options, progress=True)
-    print(f"\noutputs in {predictions.resolve()} (summary: {predictions.resolve() / 'summary.csv'})")
+    print(f"\noutputs in {predictions.resolve()} (summary: {predictions.resolve() / contract.SUMMARY_CSV_FILE}, "
+          f"{predictions.resolve() / contract.SUMMARY_HTML_FILE})")
     for outcome, (_, truth) in zip(outcomes, cases):
         if outcome.status != "ok":
             print(f"  {outcome.case}: FAILED: {outcome.error}")
@@ -110,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
             f"phantom truth {truth['macs'] or 'not labelled'}), PVL {pvl['volume_ml']:.2f} mL in {pvl['lesion_count']} "
             f"lesion(s){true_pvl} -> {outcome.folder}"
         )
-        for name in ("segmentation.seg.nrrd", "overview.png", "report.json"):
+        for name in (contract.REPORT_HTML_FILE, contract.SEGMENTATION_FILE, contract.OVERVIEW_FILE, contract.REPORT_FILE):
             print(f"      {outcome.folder / name}")
     print(f"\n{DISCLAIMER}")
     return 0 if all(o.status == "ok" for o in outcomes) else 1
