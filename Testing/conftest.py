@@ -44,10 +44,19 @@ def paper_cohort(tmp_path_factory):
 # `make test-fast` runs `-m "not slow"`: the engine's unit tests. Besides the tests marked slow by
 # hand, these are slow by what they are, so new tests of these kinds join the full tier by themselves:
 # anything built on a phantom cohort, and the modules that run whole jobs (predict end to end on the
-# shipped model, registration of clinical-size volumes, cohort generation, multi-process training, the
-# ablation benchmark). The Slicer modules' tests are left out by folder (the Makefile's --ignore).
+# shipped model, registration of clinical-size volumes, brain extraction of whole heads, cohort
+# generation, multi-process training, the ablation benchmark, killed and concurrent batches, the report
+# pages in a browser, active-learning ranking). The Slicer modules' tests are left out by folder (the
+# Makefile's --ignore).
 END_TO_END_MODULES = (
     "inference/test_predict.py",
+    "inference/test_suggest.py",
+    "battery/test_battery_outputs.py",
+    "battery/test_battery_training.py",
+    "preprocessing/test_brain_extraction.py",
+    "reporting/test_browser.py",
+    "reporting/test_case_report.py",
+    "synthesis/test_ood_cohort.py",
     "preprocessing/test_preprocess.py",
     "synthesis/test_phantom.py",
     "training/test_ddp.py",
