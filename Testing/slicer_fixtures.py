@@ -73,6 +73,20 @@ def tiny_model(tmp_path_factory) -> Path:
     return path
 
 
+CLINIC_MODEL = "clinic-model@2.0.0"
+
+
+@pytest.fixture
+def registry(tmp_path, tiny_model, monkeypatch):
+    """A user registry holding one model besides the shipped ones (what SHMN Training's Register writes)."""
+    from shmn.io.registry import register_model
+
+    path = tmp_path / "models.json"
+    register_model(tiny_model, path, name="clinic-model", version="2.0.0")
+    monkeypatch.setenv("SHMN_MODEL_REGISTRY", str(path))
+    return path
+
+
 def _flip_first_axis(path: Path, out: Path) -> Path:
     """The same physical image stored with the first voxel axis reversed (flips the affine's handedness)."""
     import nibabel as nib

@@ -18,18 +18,8 @@ import SimpleITK as sitk
 pytest_plugins = ["slicer_fixtures"]
 pytestmark = pytest.mark.xdist_group("slicer-segmenter")  # one worker: one harness, one QApplication
 
-CLINIC_MODEL = "clinic-model@2.0.0"
+from slicer_fixtures import CLINIC_MODEL  # noqa: E402 - the model the `registry` fixture registers
 
-
-@pytest.fixture
-def registry(tmp_path, tiny_model, monkeypatch):
-    """A user registry holding one model besides the shipped ones (what SHMN Training's Register writes)."""
-    from shmn.io.registry import register_model
-
-    path = tmp_path / "models.json"
-    register_model(tiny_model, path, name="clinic-model", version="2.0.0")
-    monkeypatch.setenv("SHMN_MODEL_REGISTRY", str(path))
-    return path
 
 
 @pytest.fixture

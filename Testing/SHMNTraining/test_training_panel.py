@@ -23,18 +23,9 @@ if str(REPO / "SHMNTraining") not in sys.path:
 pytest_plugins = ["slicer_fixtures"]
 pytestmark = pytest.mark.xdist_group("slicer-training-panel")
 
-CLINIC_MODEL = "clinic-model@2.0.0"
+from slicer_fixtures import CLINIC_MODEL  # noqa: E402 - the model the `registry` fixture registers
 TIMEOUT_S = 600
 
-
-@pytest.fixture
-def registry(tmp_path, tiny_model, monkeypatch):
-    from shmn.io.registry import register_model
-
-    path = tmp_path / "models.json"
-    register_model(tiny_model, path, name="clinic-model", version="2.0.0")
-    monkeypatch.setenv("SHMN_MODEL_REGISTRY", str(path))
-    return path
 
 
 @pytest.fixture
