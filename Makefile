@@ -11,7 +11,7 @@ DEMO_DIR ?= demo-output
 # glibc otherwise maps and unmaps every large activation (25-44% of CPU time in the kernel, docs/DESIGN.md section 7).
 export GLIBC_TUNABLES ?= glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736
 
-.PHONY: all install anatomy demo test test-fast lint clean check-py39
+.PHONY: all install anatomy browser demo test test-fast lint clean check-py39
 
 all: test
 
@@ -31,8 +31,16 @@ anatomy: $(STAMP)
 demo: anatomy
 	$(PY) -m shmn.demo --out $(DEMO_DIR)
 
-test: anatomy
+test: anatomy browser
 	$(PY) -m pytest -q -n 2 --dist loadgroup Testing
+
+# Headless Chromium for the report pages' browser test (Testing/reporting/test_browser.py); the engine
+# itself never needs it. Debian's package, installed only when missing (sudo when not root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
 
 # The engine's unit tests: no Slicer, no phantom cohort, no end-to-end job (see Testing/conftest.py).
 # One process: two workers would each pay the imports again for a run this short.
@@ -59,5 +67,5 @@ check-py39: $(STAMP)
 	  test -x $(VENV39)/bin/python || $(PYTHON39) -m venv $(VENV39); \
 	  $(VENV39)/bin/python -m pip install -q pytest==8.3.5; \
 	  echo "check-py39: Testing/compat on $$($(VENV39)/bin/python --version)"; \
-	  PYTHONPATH=$(CURDIR) $(VENV39)/bin/python -m pytest -q -p no:cacheprovider Testing/compat; \
+	  PYTHONPATH=$(CURDIR) $(VENV39)/bin/python -m pytest -q -p no:cacheprovider -m "not needs_torch" Testing/compat; \
 	fi

@@ -103,11 +103,22 @@ def test_case_report_holds_report_json_numbers(predicted_batch):
         assert "http://" not in html and "https://" not in html and "<script" not in html
 
 
-def test_case_pdf_has_pages_text_and_images(predicted_batch):
-    pypdf = pytest.importorskip("pypdf", reason="pypdf is a test dependency (pyproject [test])")
+def test_case_pdf_has_pages_text_and_images(predicted_batch, tmp_path):
+    import pypdf
+
+    from shmn.reporting.pdf import write_case_pdf
+
     folder, report = _case(predicted_batch, "pvl_000")
     reader = pypdf.PdfReader(str(folder / "report.pdf"))
-    assert 1 <= len(reader.pages) <= 3
+    # Every page carries its number in the footer, 1..N in order.
+    assert [f"page {i + 1}" in " ".join(page.extract_text().split()) for i, page in enumerate(reader.pages)] == [True] * len(reader.pages)
+    # A long lesion table runs onto more pages instead of off the page.
+    long = copy.deepcopy(report)
+    long["pvl"]["lesions"] = [dict(report["pvl"]["lesions"][0], volume_ml=0.001 * (i + 1)) for i in range(150)]
+    longer = pypdf.PdfReader(str(write_case_pdf(tmp_path / "long.pdf", case_context(long, PatientHeader("long.nii.gz"), None, anonymise=False), None)))
+    assert len(longer.pages) > len(reader.pages)
+    long_text = " ".join(" ".join(page.extract_text() for page in longer.pages).split())
+    assert all(f"{0.001 * (i + 1):.3f}" in long_text for i in range(150))  # every row printed, none cut off
     for page in reader.pages:  # A4 portrait (points)
         assert abs(float(page.mediabox.width) - 595) < 2 and abs(float(page.mediabox.height) - 842) < 2
     text = " ".join(page.extract_text() for page in reader.pages)

@@ -25,6 +25,7 @@ import SimpleITK as sitk
 from shmn.io.atomic import atomic_dir, ensure_writable_dir
 from shmn.io.claim import claim_case
 from shmn.errors import ShmnError
+from shmn.inference.brain import brain_fields, template_on_native
 from shmn.inference.engine import InferenceOptions, InferenceResult, run_inference
 from shmn.measures.lesions import density_peaks, lesion_centres
 from shmn.io.digest import sha256_of
@@ -33,7 +34,7 @@ from shmn import contract
 from shmn.network.model_file import load_model
 from shmn.reporting.overview import render_overview
 from shmn.preprocessing.preprocess import (
-    GRIDS, TEMPLATE_INTRACRANIAL_ML, GridSpec, PreprocessConfig, PreprocessedCase, preprocess, to_native,
+    GRIDS, GridSpec, PreprocessConfig, PreprocessedCase, preprocess, to_native,
 )
 from shmn.preprocessing.registration import RegistrationConfig
 from shmn.io.registry import registered_entry_for_card, resolve_model
@@ -303,40 +304,6 @@ def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predict
     kept = {k: v for k, v in probabilities.items() if options.probabilities}
     brain = prep.brain_native.mask if prep.brain_native is not None else None
     return _Analysis(pvl, ventricles, fields, kept, brain, template_on_native(prep, native))
-
-
-def brain_fields(prep: PreprocessedCase, native: sitk.Image) -> dict:
-    """report.json's ``brain``: the extracted brain's volume, how it was extracted, the intracranial volume."""
-    if prep.brain_native is None:
-        return {"volume_ml": None, "extraction": {"method": "none"}, "intracranial_volume_ml": None}
-    return {
-        "volume_ml": round(prep.brain_native.volume_ml, 2),
-        "extraction": {"method": prep.brain_native.method, "version": prep.brain_native.version,
-                       "seconds": round(prep.brain_native.seconds, 2)},
-        "intracranial_volume_ml": intracranial_volume_ml(prep, native),
-    }
-
-
-def template_on_native(prep: PreprocessedCase, native: sitk.Image) -> sitk.Image:
-    """The model grid's template brain mask carried onto the input's grid: where registration put MNI152's brain."""
-    from scipy import ndimage
-
-    return to_native(ndimage.binary_fill_holes(prep.template_brain).astype(np.uint8), prep, native)
-
-
-def intracranial_volume_ml(prep: PreprocessedCase, native: sitk.Image) -> float | None:
-    """Estimated intracranial volume (eTIV): MNI152's intracranial volume times the registration's volume scale.
-
-    Only where the whole head is in view (the whole template brain inside the field of view, and the
-    extracted brain not touching the field of view's edge) and the registration check passed: a
-    partial acquisition or a failed registration gives no number rather than a wrong one.
-    """
-    if not prep.quality.get("ok") or prep.quality.get("brain_in_field_of_view", 0.0) < 0.995:
-        return None
-    mask = sitk.GetArrayViewFromImage(prep.brain_native.mask)
-    if mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any() or mask[:, :, 0].any() or mask[:, :, -1].any():
-        return None
-    return round(TEMPLATE_INTRACRANIAL_ML * float(prep.quality.get("volume_scale", 1.0)), 1)
 
 
 def _write_outputs(folder: Path, native: sitk.Image, analysis: _Analysis, predictor: Predictor, timings: dict, start: float,
