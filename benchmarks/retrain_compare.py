@@ -9,6 +9,7 @@ same preset and budget, each scored on the in-distribution held-out phantoms and
   synthesised samples as there are train cases) and ``"synthesis_anatomies": ["mni152"]``: the OOD cohort
   is built on the ICBM 2009 anatomy, so the engine must not train on it for the OOD column to stay
   out of distribution (with a third anatomy source, train on both and keep that one for OOD);
+- the engine trains first (its run is the one that matters), then the recipe at the same number of samples;
 - then benchmarks/ood_compare.py for each model (cohorts shared in WORK/cohorts).
 
 Both runs are resumable: run the same command again after a stop. Ship the engine's model only if its
@@ -36,7 +37,8 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", required=True, type=Path)
-    parser.add_argument("--epochs", type=int, default=9, help="the same for both (the shipped model stopped after 9)")
+    parser.add_argument("--epochs", type=int, default=9, help="the engine's epochs; the recipe gets as many training samples "
+                        "(twice the epochs with --synthesis mixed, whose epochs hold every train case and as many synthesised samples)")
     parser.add_argument("--num-workers", type=int, default=2, help="loader workers of the engine's run")
     parser.add_argument("--synthesis", default="mixed", choices=("mixed", "on-the-fly"))
     args = parser.parse_args()
@@ -47,9 +49,10 @@ def main() -> None:
         run("-m", "shmn", "phantom", "-o", str(cohort), "--size", "paper", "--seed", "0", "-q")
     macs = with_ground_truth(cohort / "macs", "manifest-with-pvl.json", ("pvl",), all_test=False)
     recipes = {
-        "recipe": {**TRAIN_CONFIG, "epochs": args.epochs, "name": "shmn4-fast-recipe"},
         "engine": {**TRAIN_CONFIG, "epochs": args.epochs, "name": "shmn4-fast-randomised", "synthesis": args.synthesis,
                    "synthesis_anatomies": ["mni152"], "num_workers": args.num_workers},
+        # The same budget: as many training samples (and steps) as the engine's run.
+        "recipe": {**TRAIN_CONFIG, "epochs": args.epochs * (2 if args.synthesis == "mixed" else 1), "name": "shmn4-fast-recipe"},
     }
     for tag, config in recipes.items():
         path = work / f"{tag}.json"
