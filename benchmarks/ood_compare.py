@@ -7,7 +7,8 @@ with a plain intensity-threshold baseline (issue 12).
    lesion and contrast model, clinical 2D grids with heads; every case is in the test split).
 2. In-distribution held-out: `shmn phantom -o WORK/id --size paper --seed 101 --n-pvl N/2 --n-macs N/2
    --n-ventricle-labels 0` (seed 101 never trained on), every case scored against its phantom ground truth.
-3. `shmn evaluate MODEL --data ...` on each (metrics JSON in WORK).
+3. `shmn evaluate MODEL --data ... --cache WORK/cache` on each (metrics JSON in WORK; every model with the
+   same preprocessing, and the baseline, share the cached preprocessed images).
 4. The threshold baseline: the same preprocessing; lesions = z-score above T inside the brain (minus its
    outer 4 mm), ventricles = z-score below T' within 12 mm of the template's ventricles, MACS score =
    lesion volume. T and T' are chosen on the in-distribution cohort (best mean Dice) and applied unchanged
@@ -50,17 +51,20 @@ def cohorts(work: Path, n: int) -> dict[str, list[Path]]:
     return {"in-distribution": in_distribution, "ood": [ood / "manifest.json"]}
 
 
-def preprocessed_cases(manifests: list[Path]) -> list[dict]:
-    """Each test case preprocessed once (fast grid), with its native image and reference masks."""
+def preprocessed_cases(manifests: list[Path], cache_dir: Path) -> list[dict]:
+    """Each test case preprocessed (fast grid; from the cache the models' evaluations filled), with its
+    native image and reference masks."""
     from shmn.io.volume_io import read_volume
-    from shmn.preprocessing.preprocess import GRIDS, PreprocessConfig, preprocess
+    from shmn.preprocessing.preprocess import GRIDS, PreprocessConfig
+    from shmn.training.case_cache import CaseCache
     from shmn.training.data import load_manifests, split_samples
-    from shmn.training.evaluate import _label_on
+    from shmn.training.evaluate import DENSITY_SIGMA_UNUSED, _label_on
 
+    cache = CaseCache(cache_dir, PreprocessConfig(grid=GRIDS["fast"]), DENSITY_SIGMA_UNUSED)
     cases = []
     for sample in split_samples(load_manifests(manifests), "test"):
         native = read_volume(sample.image)
-        cases.append({"id": sample.id, "native": native, "case": preprocess(native, PreprocessConfig(grid=GRIDS["fast"])),
+        cases.append({"id": sample.id, "native": native, "case": cache.preprocessed(sample),
                       "pvl": _label_on(native, sample.pvl, sample.image, sample.id) if sample.pvl else None,
                       "ventricles": _label_on(native, sample.ventricles, sample.image, sample.id) if sample.ventricles else None,
                       "macs": sample.macs})
@@ -159,11 +163,12 @@ def main() -> None:
     for name, manifests in data.items():
         out = args.work / (f"metrics-{name}.json" if tag == "shmn4-fast-phantom" else f"metrics-{tag}-{name}.json")
         if not out.exists():
-            shmn("evaluate", args.model, "--data", *map(str, manifests), "--split", "test", "-o", str(out), "--device", "cpu", "-q")
+            shmn("evaluate", args.model, "--data", *map(str, manifests), "--split", "test", "-o", str(out), "--device", "cpu", "-q",
+                 "--cache", str(args.work / "cache"))
         table[f"{tag} | {name}"] = row(json.loads(out.read_text())["summary"])
     if not args.skip_baseline:
         near = template_ventricles_nearby()
-        prepared = {name: preprocessed_cases(manifests) for name, manifests in data.items()}
+        prepared = {name: preprocessed_cases(manifests, args.work / "cache") for name, manifests in data.items()}
         best = choose_thresholds(prepared["in-distribution"], near)
         for name, cases in prepared.items():
             table[f"threshold z>{best[0]}, z<{best[1]} | {name}"] = row(baseline(cases, *best, near))

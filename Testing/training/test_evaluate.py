@@ -132,3 +132,25 @@ def test_evaluate_scores_exactly_what_predict_writes(small_cohort, tmp_path):
     # A random-weight model: probabilities straddle the threshold, so a different threshold would show.
     assert 0 < written.sum() < written.size and np.array_equal(written > 0, probability >= MASK_THRESHOLD)
     assert scored["pvl_volume_ml"] == pytest.approx(written.sum() * np.prod(spacing) / 1000)
+
+
+def test_evaluate_with_a_cache_scores_what_it_scores_without_and_preprocesses_once(small_cohort, tmp_path):
+    """`shmn evaluate --cache`: several models on one cohort preprocess each case once, and the numbers
+    are those of the uncached path (the cached image is the one preprocessing made)."""
+    from engine_fixtures import make_tiny_model
+
+    model = make_tiny_model(tmp_path)[0]
+    data = [small_cohort / "pvl"]
+    cache = tmp_path / "cache"
+    plain = evaluate(model, data, device="cpu", progress=False)
+    cached = evaluate(model, data, device="cpu", progress=False, cache_dir=cache)
+    entries = sorted(cache.glob("*.image.npz"))
+    assert len(entries) == len(plain["cases"]) and not list(cache.glob("*.pvl.npz"))  # images only
+    stamps = [e.stat().st_mtime_ns for e in entries]
+    again = evaluate(model, data, device="cpu", progress=False, cache_dir=cache)
+    assert [e.stat().st_mtime_ns for e in sorted(cache.glob("*.image.npz"))] == stamps  # read, not rewritten
+    for first, second, third in zip(plain["cases"], cached["cases"], again["cases"]):
+        assert first["id"] == second["id"] == third["id"]
+        assert second["metrics"] == pytest.approx(first["metrics"]) and third["metrics"] == pytest.approx(first["metrics"])
+        assert second["macs_probability"] == pytest.approx(first["macs_probability"], abs=1e-6)
+        assert second["registration_ok"] == first["registration_ok"]

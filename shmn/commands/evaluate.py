@@ -25,6 +25,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--split", default="test", choices=SPLITS, help="which cases (default: test)")
     parser.add_argument("-o", "--output", metavar="METRICS_JSON",
                         help="metrics file to write (default: RUN_DIR/evaluation-<split>.json for a run folder, none otherwise)")
+    parser.add_argument("--cache", metavar="DIR", help="preprocessing cache folder (the format of `shmn train --cache`): "
+                        "models with the same preprocessing evaluated on one cohort preprocess each case once")
     parser.add_argument("--device", default="auto", metavar="|".join(DEVICES) + "|cuda:N", help="auto (CUDA when present), cpu, cuda or cuda:N")
     return parser
 
@@ -35,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from shmn.io.atomic import write_json
     from shmn.training.evaluate import evaluate, markdown_table
 
-    results = evaluate(args.model, args.data, split=args.split, device=args.device, progress=not args.quiet)
+    results = evaluate(args.model, args.data, split=args.split, device=args.device, progress=not args.quiet,
+                       cache_dir=args.cache)
     output = args.output or (Path(args.model) / evaluation_file_name(args.split) if Path(args.model).is_dir() else None)
     print(f"{results['model']['name']} {results['model']['version']} on {len(results['cases'])} {args.split} cases "
           f"(compared on the native grid)\n")

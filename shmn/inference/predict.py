@@ -231,12 +231,15 @@ class NativePrediction:
 
 
 def predict_native(native: sitk.Image, predictor: Predictor, options: PredictOptions = PredictOptions(), timings: dict | None = None,
-                   on_stage: Callable[[str], None] = lambda stage: None, source: str = "input") -> NativePrediction:
+                   on_stage: Callable[[str], None] = lambda stage: None, source: str = "input",
+                   prep: PreprocessedCase | None = None) -> NativePrediction:
     """The one inference path of `shmn predict` and `shmn evaluate`: preprocess with the model card's
     parameters -> the network -> probabilities onto the input's grid -> the options' thresholds.
-    ``source`` names the input in preprocessing's errors (e.g. "not a head MRI")."""
+    ``source`` names the input in preprocessing's errors (e.g. "not a head MRI"). ``prep``: this input
+    already preprocessed with the model card's parameters (`shmn evaluate --cache`), so it is not done again."""
     timings = {} if timings is None else timings
-    prep = preprocess(native, dataclasses.replace(predictor.preprocess, register=options.register), source=source)
+    if prep is None:
+        prep = preprocess(native, dataclasses.replace(predictor.preprocess, register=options.register), source=source)
     for key in ("brain_extraction", "register", "resample", "n4", "normalise"):
         timings[key] = float(prep.timings_s.get(key, 0.0))
     on_stage("preprocess")

@@ -23,6 +23,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable, Iterable
 
 import numpy as np
@@ -168,6 +169,17 @@ class CaseCache:
             else:
                 _save(entry, mask=mask)
             stats.misses += 1
+
+    def preprocessed(self, sample) -> PreprocessedCase:
+        """The sample's preprocessed image (from the cache, preprocessing and caching it first when missing):
+        what inference needs of it, registration quality included (`shmn evaluate --cache`). The native brain
+        mask is not cached: evaluation scores the lesion and ventricle masks only."""
+        image_entry = self.image_path(sample.id, sample.image)
+        if not image_entry.exists():  # the image only: its labels are read on the native grid by the caller
+            self.prepare([SimpleNamespace(id=sample.id, image=sample.image, pvl=None, ventricles=None)])
+        case = self._rebuild_case(image_entry)
+        case.quality = self.quality(sample)
+        return case
 
     def _rebuild_case(self, image_entry: Path) -> PreprocessedCase:
         """Enough of a PreprocessedCase to resample labels: the grid and the stored affine."""

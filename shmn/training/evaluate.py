@@ -34,6 +34,8 @@ CASE_METRICS = (
     ("pvl_avd_percent", "PVL abs. volume difference (%)"),
     ("ventricle_dice", "Ventricle Dice"),
 )
+# Evaluation caches images only; the density map's width enters label entries' keys, which it never reads.
+DENSITY_SIGMA_UNUSED = 4.0
 MACS_METRICS = (("accuracy", "MACS accuracy"), ("f1", "MACS F1 (severe)"), ("auc", "MACS AUC"), ("ece", "MACS ECE"))
 
 
@@ -131,12 +133,15 @@ def markdown_table(summary: dict) -> str:
     return "\n".join(rows)
 
 
-def evaluate_sample(predictor, sample: Sample, device: str) -> dict:
+def evaluate_sample(predictor, sample: Sample, device: str, cache=None) -> dict:
+    """One case's metrics; ``cache`` (a CaseCache with the model card's preprocessing) supplies, and keeps,
+    the preprocessed image, so that several models evaluated on one cohort preprocess it once."""
     from shmn.inference.predict import PredictOptions, predict_native
 
     tick = time.perf_counter()
     native = read_volume(sample.image)
-    prediction = predict_native(native, predictor, PredictOptions(device=device))
+    prep = cache.preprocessed(sample) if cache is not None else None
+    prediction = predict_native(native, predictor, PredictOptions(device=device), prep=prep)
     spacing_zyx = native.GetSpacing()[::-1]
     pvl, ventricles = _mask_array(prediction, "pvl"), _mask_array(prediction, "ventricles")
     scores = score_case(
@@ -161,8 +166,12 @@ def evaluate(
     split: str = "test",
     device: str = "auto",
     progress: bool = True,
+    cache_dir: str | Path | None = None,
 ) -> dict:
-    """Metrics of ``model`` (run folder, model file or registry name) on the ``split`` cases."""
+    """Metrics of ``model`` (run folder, model file or registry name) on the ``split`` cases.
+
+    ``cache_dir``: a preprocessing cache folder (`shmn train --cache`'s format, keyed by the preprocessing
+    parameters and each image's size and time stamp), shared by every model with the same preprocessing."""
     from shmn.devices import resolve_device
     from shmn.inference.predict import MASK_THRESHOLD, load_predictor
     from shmn.progress import progress_bar
@@ -174,7 +183,12 @@ def evaluate(
         raise ShmnError(f"--split {split}: the manifests have no case in this split")
     model_path = resolve_model(model)
     predictor = load_predictor(model_path)
-    cases = [evaluate_sample(predictor, s, device) for s in progress_bar(samples, desc=f"evaluating {split}", unit="case", enabled=progress)]
+    cache = None
+    if cache_dir is not None:
+        from shmn.training.case_cache import CaseCache
+
+        cache = CaseCache(cache_dir, predictor.preprocess, density_sigma_mm=DENSITY_SIGMA_UNUSED)
+    cases = [evaluate_sample(predictor, s, device, cache) for s in progress_bar(samples, desc=f"evaluating {split}", unit="case", enabled=progress)]
     return {
         "model": {"name": predictor.info.name, "version": predictor.info.version, "sha256": predictor.info.sha256,
                   "file": predictor.info.file, "tasks": predictor.info.tasks},
