@@ -104,6 +104,7 @@ def build_report(
     timings_s: dict,
     warnings: list[str],
     brain: dict | None = None,
+    macs_calibration: dict | None = None,
 ) -> dict:
     """The report as a JSON-ready dict (volumes in mL, positions in RAS mm)."""
     return {
@@ -114,6 +115,8 @@ def build_report(
             "group": macs_group(macs_probability),
             "threshold": MACS_THRESHOLD,
             "groups": {"mild": "MACS I-II", "severe": "MACS III-V"},
+            # {calibrated: bool, calibration: method, parameters, fit, raw probability | note} (shmn.inference.calibration)
+            **(macs_calibration or {}),
         },
         "pvl": {
             "volume_ml": _round(pvl_volume_ml),

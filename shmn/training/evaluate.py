@@ -132,6 +132,7 @@ def markdown_table(summary: dict) -> str:
 
 
 def evaluate_sample(predictor, sample: Sample, device: str) -> dict:
+    from shmn.inference.calibration import calibrated_macs, calibration_from_card
     from shmn.inference.predict import PredictOptions, predict_native
 
     tick = time.perf_counter()
@@ -148,7 +149,9 @@ def evaluate_sample(predictor, sample: Sample, device: str) -> dict:
         "id": sample.id,
         "source": sample.source,
         "metrics": scores,
-        "macs_probability": prediction.result.macs_probability,
+        # What the report gives: the calibrated probability when the model's card holds a calibration.
+        "macs_probability": calibrated_macs(prediction.result.macs_probability, prediction.result.macs_logit,
+                                            calibration_from_card(predictor.card, predictor.info.file))[0],
         "macs_true": sample.macs,
         "registration_ok": bool(prediction.prep.quality.get("ok", True)),
         "seconds": round(time.perf_counter() - tick, 3),
