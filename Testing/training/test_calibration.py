@@ -12,7 +12,7 @@ from scipy.special import expit
 
 from shmn.cli import main as cli_main
 from shmn.errors import ShmnError
-from shmn.inference.calibration import calibrated_macs, calibration_from_card, logit
+from shmn.inference.calibration import calibrate_macs, calibration_from_card, logit
 from shmn.io.model_card import read_card
 from shmn.measures.metrics import expected_calibration_error
 from shmn.training.calibration import fit_calibration, negative_log_likelihood, reliability_figure
@@ -65,15 +65,15 @@ def test_card_calibration_is_applied_and_reported():
     card = {"calibration": {"method": "temperature", "parameters": {"temperature": 2.0}, "split": "val", "n_cases": 9,
                             "ece_before": 0.2, "ece_after": 0.05}}
     calibration = calibration_from_card(card, "m.safetensors")
-    probability, entry = calibrated_macs(expit(3.0), 3.0, calibration)
+    probability, entry = calibrate_macs(expit(3.0), 3.0, calibration)
     assert probability == pytest.approx(expit(1.5))
     assert entry["calibrated"] is True
     assert entry["calibration"]["method"] == "temperature scaling" and entry["calibration"]["fitted_on"] == {"split": "val", "n_cases": 9}
     assert entry["calibration"]["uncalibrated_probability_severe"] == pytest.approx(expit(3.0), abs=1e-4)
     # Without the logit (an older engine result) it is recovered from the probability.
-    assert calibrated_macs(expit(3.0), None, calibration)[0] == pytest.approx(expit(1.5), abs=1e-6)
+    assert calibrate_macs(expit(3.0), None, calibration)[0] == pytest.approx(expit(1.5), abs=1e-6)
     assert logit(1.0) < 20 and math.isfinite(logit(0.0))
-    probability, entry = calibrated_macs(0.7, 0.8473, None)
+    probability, entry = calibrate_macs(0.7, 0.8473, None)
     assert probability == 0.7 and entry["calibrated"] is False and "shmn calibrate" in entry["calibration"]["note"]
     platt = calibration_from_card({"calibration": {"method": "platt", "parameters": {"a": 0.5, "b": -1.0}}}, "m")
     assert platt.probability(2.0) == pytest.approx(expit(0.0))

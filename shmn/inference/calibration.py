@@ -69,7 +69,7 @@ def calibration_from_card(card: dict, source: str) -> Optional[Calibration]:
     return Calibration("platt", _number(parameters.get("a"), "a", source), _number(parameters.get("b"), "b", source), entry)
 
 
-def calibrated_macs(raw_probability: Optional[float], raw_logit: Optional[float], calibration: Optional[Calibration]) -> tuple[Optional[float], dict]:
+def calibrate_macs(raw_probability: Optional[float], raw_logit: Optional[float], calibration: Optional[Calibration]) -> tuple[Optional[float], dict]:
     """(the probability to report, the keys report.json's ``macs`` entry gains: calibrated, calibration).
 
     Without a calibration the raw probability is reported and the entry says so; with one, the

@@ -26,7 +26,7 @@ from shmn.io.atomic import atomic_dir, ensure_writable_dir
 from shmn.io.claim import claim_case
 from shmn.errors import ShmnError
 from shmn.inference.brain import brain_fields, template_on_native
-from shmn.inference.calibration import calibrated_macs, calibration_from_card
+from shmn.inference.calibration import calibrate_macs, calibration_from_card
 from shmn.inference.engine import InferenceOptions, InferenceResult, run_inference
 from shmn.measures.lesions import density_peaks, lesion_centres
 from shmn.measures.lesion_uncertainty import REVIEW_DISAGREEMENT, REVIEW_UNCERTAINTY_BITS, ReviewThresholds, lesion_review
@@ -293,8 +293,8 @@ def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predict
     pvl, ventricles = prediction.masks["pvl"], prediction.masks["ventricles"]
     voxel_ml = _voxel_ml(native)
     has_pvl, has_ventricles = prediction.has("pvl"), prediction.has("ventricles")
-    macs_probability, macs_calibration = calibrated_macs(result.macs_probability, result.macs_logit,
-                                                         calibration_from_card(predictor.card, predictor.info.file))
+    macs_probability, macs_calibration = calibrate_macs(result.macs_probability, result.macs_logit,
+                                                        calibration_from_card(predictor.card, predictor.info.file))
     review_thresholds = ReviewThresholds(options.lesion_review_uncertainty, options.lesion_review_disagreement)
     uncertainty, review = lesion_review(pvl, probabilities["pvl"], disagreement, review_thresholds) if has_pvl else (None, None)
     fields = dict(

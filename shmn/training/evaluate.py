@@ -132,7 +132,7 @@ def markdown_table(summary: dict) -> str:
 
 
 def evaluate_sample(predictor, sample: Sample, device: str) -> dict:
-    from shmn.inference.calibration import calibrated_macs, calibration_from_card
+    from shmn.inference.calibration import calibrate_macs, calibration_from_card
     from shmn.inference.predict import PredictOptions, predict_native
 
     tick = time.perf_counter()
@@ -150,8 +150,8 @@ def evaluate_sample(predictor, sample: Sample, device: str) -> dict:
         "source": sample.source,
         "metrics": scores,
         # What the report gives: the calibrated probability when the model's card holds a calibration.
-        "macs_probability": calibrated_macs(prediction.result.macs_probability, prediction.result.macs_logit,
-                                            calibration_from_card(predictor.card, predictor.info.file))[0],
+        "macs_probability": calibrate_macs(prediction.result.macs_probability, prediction.result.macs_logit,
+                                           calibration_from_card(predictor.card, predictor.info.file))[0],
         "macs_true": sample.macs,
         "registration_ok": bool(prediction.prep.quality.get("ok", True)),
         "seconds": round(time.perf_counter() - tick, 3),
