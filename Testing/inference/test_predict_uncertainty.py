@@ -18,7 +18,7 @@ from shmn.reporting.overview import REVIEW_COLOUR, render_overview
 pytestmark = pytest.mark.xdist_group("predict-uncertainty")
 
 
-def _orange_pixels(path) -> int:
+def _review_pixels(path) -> int:
     import matplotlib.image
     from matplotlib.colors import to_rgb
 
@@ -65,10 +65,10 @@ def test_report_lesions_carry_probability_uncertainty_and_review(predicted):
 def test_overview_marks_the_flagged_lesions(predicted):
     folder, report = predicted
     flagged = any(lesion["review"] for lesion in report["pvl"]["lesions"])
-    assert (_orange_pixels(folder / "overview.png") > 0) is flagged
+    assert (_review_pixels(folder / "overview.png") > 0) is flagged
 
 
-def test_overview_paints_review_lesions_orange(anatomy, tmp_path):
+def test_overview_paints_review_lesions_in_the_review_colour(anatomy, tmp_path):
     from test_predict import DIRECTIONS, brain_on_grid
 
     image = brain_on_grid(anatomy.template, DIRECTIONS["RAS"])
@@ -85,8 +85,8 @@ def test_overview_paints_review_lesions_orange(anatomy, tmp_path):
     render_overview(tmp_path / "plain.png", image, pvl, ventricles, focus_ras, "plain")
     render_overview(tmp_path / "review.png", image, pvl, ventricles, focus_ras, "review", review=pvl)
     render_overview(tmp_path / "none.png", image, pvl, ventricles, focus_ras, "none flagged", review=ventricles)
-    assert _orange_pixels(tmp_path / "plain.png") == 0 == _orange_pixels(tmp_path / "none.png")
-    assert _orange_pixels(tmp_path / "review.png") > 20  # the lesion in at least two planes, plus the legend
+    assert _review_pixels(tmp_path / "plain.png") == 0 == _review_pixels(tmp_path / "none.png")
+    assert _review_pixels(tmp_path / "review.png") > 20  # the lesion in at least two planes, plus the legend
 
 
 def _dimmed(image: sitk.Image, lesion: np.ndarray, contrast: float) -> sitk.Image:

@@ -28,8 +28,8 @@ from shmn.terminology import LATERAL_VENTRICLES, PVL_LESION
 MAX_PIXELS = 320  # per side of a panel
 BRAIN_OUTLINE = ("#39d353", "solid")  # the extracted brain
 TEMPLATE_OUTLINE = ("#ffd60a", "dashed")  # the registered MNI152 brain
-REVIEW_COLOUR = "#ff9f1c"  # lesions the model is unsure of (report.json pvl.lesions[].review): look twice
-REVIEW_LEGEND = "orange: PVL lesions flagged for review (model unsure)"
+REVIEW_COLOUR = "#ff00ff"  # magenta (apart from every other colour of the picture): lesions the model is unsure of (report.json pvl.lesions[].review): look twice
+REVIEW_LEGEND = "magenta: PVL lesions flagged for review (model unsure)"
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def render_overview(
     """Write the PNG; ``focus_ras`` (mm) is where the three planes cross (None: the volume's centre).
 
     ``brain`` and ``template_brain`` (masks on any grid) are drawn as outlines when given; ``review``
-    (the flagged lesions' mask) is painted orange over the red PVL and named in the legend.
+    (the flagged lesions' mask) is painted magenta over the red PVL and named in the legend.
     """
     low, high = _physical_bounds(image)
     if focus_ras is None:
