@@ -38,7 +38,10 @@ def run(args: argparse.Namespace) -> int:
                             device=args.device, overwrite=args.overwrite, progress=not args.quiet)
     parameters = ", ".join(f"{k} = {v:.4g}" for k, v in entry["parameters"].items())
     print(f"{entry['method']} scaling ({parameters}) fitted on {entry['n_cases']} {entry['split']} cases: "
-          f"ECE {entry['ece_before']:.3f} -> {entry['ece_after']:.3f} ({entry['ece_bins']})")
+          f"ECE {entry['ece_before']:.3f} -> {entry['ece_after']:.3f} ({entry['ece_bins']}), NLL {entry['nll_before']:.4f} -> {entry['nll_after']:.4f}")
+    if entry["ece_after"] > entry["ece_before"]:
+        # The fit minimises NLL; binned ECE on a few dozen cases is noisy and can rise while NLL falls.
+        print(f"note: ECE rose on the fitting cases; with {entry['n_cases']} cases judge it on another split (`shmn evaluate`)")
     print(f"model:       {args.output} sha256 {entry['sha256']}")
     print(f"reliability: {reliability_path(args.output)}")
     return 0
