@@ -3,7 +3,8 @@
 - segmentation: ``segmentation.seg.nrrd`` read by Slicer's own segmentation reader, so the segment
   IDs, names, colours and terminology are exactly what the engine wrote; shown in 2D and 3D;
 - lesion centres: a markups point list, one control point per lesion of ``report.json`` (RAS mm);
-- results table: one row per lesion, then totals, MACS prediction and the model's identity.
+- results table: one row per lesion (with its mean probability, uncertainty and a "REVIEW: model unsure"
+  flag where the engine flagged it), then totals, MACS prediction (calibrated or not) and the model's identity.
 
 All three go under the input volume's parent in the subject hierarchy (its study) and under the
 input's transform, so they overlay the volume wherever the user has moved it.
