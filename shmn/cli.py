@@ -16,6 +16,7 @@ COMMANDS = {
     "phantom": "phantom",
     "train": "train",
     "evaluate": "evaluate",
+    "calibrate": "calibrate",
     "predict": "predict",
     "benchmark": "benchmark",
     "dataset": "dataset",

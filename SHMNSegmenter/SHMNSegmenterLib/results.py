@@ -3,7 +3,8 @@
 - segmentation: ``segmentation.seg.nrrd`` read by Slicer's own segmentation reader, so the segment
   IDs, names, colours and terminology are exactly what the engine wrote; shown in 2D and 3D;
 - lesion centres: a markups point list, one control point per lesion of ``report.json`` (RAS mm);
-- results table: one row per lesion, then totals, MACS prediction and the model's identity.
+- results table: one row per lesion (with its mean probability, uncertainty and a "REVIEW: model unsure"
+  flag where the engine flagged it), then totals, MACS prediction (calibrated or not) and the model's identity.
 
 All three go under the input volume's parent in the subject hierarchy (its study) and under the
 input's transform, so they overlay the volume wherever the user has moved it.
@@ -21,7 +22,7 @@ from SHMNCoreLib.tables import addStringTable
 from .casereport import reportPath
 
 VENTRICLE_OPACITY_3D = 0.4  # see-through ventricles: the lesions around them stay visible in 3D
-TABLE_COLUMNS = ("Measurement", "Value", "Unit", "R (mm)", "A (mm)", "S (mm)")
+TABLE_COLUMNS = ("Measurement", "Value", "Unit", "R (mm)", "A (mm)", "S (mm)", "Mean probability", "Uncertainty (bits)", "Review")
 REQUIRED_REPORT_KEYS = ("case", "macs", "pvl", "ventricles", "model", "disclaimer")
 
 
@@ -39,6 +40,14 @@ def readReport(caseDir: Path) -> dict:
     if missing:
         raise ResultsError(f"{path}: report lacks {', '.join(missing)}; the engine is older than this module")
     return report
+
+
+def macsCalibrationLabel(report: dict) -> str:
+    """How report.json's MACS probability was made: "calibrated (<method>)", "uncalibrated", or "" (older engine)."""
+    macs = report["macs"]
+    if macs.get("calibrated") is True:
+        return f"calibrated ({(macs.get('calibration') or {}).get('method') or 'method not stated'})"
+    return "uncalibrated" if macs.get("calibrated") is False else ""
 
 
 def _macsGroupLabel(report: dict) -> str | None:
@@ -63,6 +72,8 @@ class ResultSummary:
     model: str
     disclaimer: str
     warnings: tuple[str, ...] = ()
+    macsCalibration: str = ""  # macsCalibrationLabel
+    lesionsToReview: int = 0  # lesions the engine flagged: the model is unsure of them
 
     @classmethod
     def fromReport(cls, report: dict) -> "ResultSummary":
@@ -80,14 +91,19 @@ class ResultSummary:
             model=f"{report['model'].get('name')} {report['model'].get('version')}",
             disclaimer=report["disclaimer"],
             warnings=tuple(report.get("warnings") or ()),
+            macsCalibration=macsCalibrationLabel(report),
+            lesionsToReview=sum(bool(lesion.get("review")) for lesion in pvl.get("lesions") or []),
         )
 
     def text(self) -> str:
         """Plain text for the module's result label."""
         na = "n/a (not in this model)"
         lines = [
-            f"MACS: {self.macsGroup}, p(severe) = {self.macsProbabilitySevere:.2f}" if self.macsGroup else f"MACS: {na}",
-            f"PVL: {self.pvlVolumeMl:.2f} mL in {self.lesionCount} lesion(s)" if self.pvlVolumeMl is not None else f"PVL: {na}",
+            f"MACS: {self.macsGroup}, p(severe) = {self.macsProbabilitySevere:.2f}"
+            + (f", {self.macsCalibration}" if self.macsCalibration else "") if self.macsGroup else f"MACS: {na}",
+            f"PVL: {self.pvlVolumeMl:.2f} mL in {self.lesionCount} lesion(s)"
+            + (f", {self.lesionsToReview} flagged for review (model unsure)" if self.lesionsToReview else "")
+            if self.pvlVolumeMl is not None else f"PVL: {na}",
             f"Lateral ventricles: {self.ventriclesVolumeMl:.1f} mL" if self.ventriclesVolumeMl is not None else f"Ventricles: {na}",
             f"Model: {self.model}",
         ]
@@ -99,19 +115,29 @@ def _number(value, digits: int) -> str:
     return "n/a" if value is None else f"{float(value):.{digits}f}"
 
 
-def tableRows(report: dict, caseReport: Path | None = None) -> list[tuple[str, str, str, str, str, str]]:
+def lesionReview(lesion: dict) -> tuple[str, str, str]:
+    """A lesion's mean probability, uncertainty and review flag as shown ("" where the engine gave none).
+
+    "REVIEW: model unsure" marks the lesions the engine flagged (report.json ``review``): look twice."""
+    review = lesion.get("review")
+    flag = "" if review is None else ("REVIEW: model unsure" if review else "confident")
+    return (_number(lesion["mean_probability"], 2) if lesion.get("mean_probability") is not None else "",
+            _number(lesion["uncertainty"], 2) if lesion.get("uncertainty") is not None else "", flag)
+
+
+def tableRows(report: dict, caseReport: Path | None = None) -> list[tuple[str, ...]]:
     """The results table's rows (all text, as shown): lesions first, then totals, the case report and the model."""
     rows = []
     for index, lesion in enumerate(report["pvl"].get("lesions") or [], start=1):
         r, a, s = (f"{float(v):.1f}" for v in lesion["centre_ras_mm"])
-        rows.append((f"PVL lesion {index}", _number(lesion["volume_ml"], 4), "mL", r, a, s))
+        rows.append((f"PVL lesion {index}", _number(lesion["volume_ml"], 4), "mL", r, a, s) + lesionReview(lesion))
     summary = ResultSummary.fromReport(report)
     model = report["model"]
     rows += [
         ("PVL total", _number(summary.pvlVolumeMl, 3), "mL", "", "", ""),
         ("PVL lesion count", "n/a" if summary.lesionCount is None else str(summary.lesionCount), "", "", "", ""),
         ("Lateral ventricles total", _number(summary.ventriclesVolumeMl, 3), "mL", "", "", ""),
-        ("MACS probability (severe)", _number(summary.macsProbabilitySevere, 4), "", "", "", ""),
+        ("MACS probability (severe)", _number(summary.macsProbabilitySevere, 4), summary.macsCalibration, "", "", ""),
         ("MACS group", summary.macsGroup or "n/a", "", "", "", ""),
     ]
     if caseReport is not None:
@@ -120,7 +146,7 @@ def tableRows(report: dict, caseReport: Path | None = None) -> list[tuple[str, s
         ("Model", f"{model.get('name')} {model.get('version')}", "", "", "", ""),
         ("Model sha256", str(model.get("sha256")), "", "", "", ""),  # last: the module's self-test reads it there
     ]
-    return rows
+    return [row + ("",) * (len(TABLE_COLUMNS) - len(row)) for row in rows]
 
 
 def _subjectHierarchy(scene):
@@ -174,7 +200,8 @@ def importLesionCentres(report: dict, scene, name: str):
     centres.GetDisplayNode().SetSelectedColor(*engineModule("terminology").PVL_LESION.color)  # the PVL segment's colour
     for number, lesion in enumerate(report["pvl"].get("lesions") or [], start=1):
         index = centres.AddControlPoint(vtk.vtkVector3d(*[float(v) for v in lesion["centre_ras_mm"]]), f"L{number}")
-        centres.SetNthControlPointDescription(index, f"PVL lesion {number}: {float(lesion['volume_ml']):.3f} mL")
+        review = " (REVIEW: model unsure)" if lesion.get("review") else ""
+        centres.SetNthControlPointDescription(index, f"PVL lesion {number}: {float(lesion['volume_ml']):.3f} mL{review}")
         centres.SetNthControlPointLocked(index, True)
     return centres
 

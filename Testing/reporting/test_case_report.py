@@ -86,6 +86,8 @@ def test_case_report_holds_report_json_numbers(predicted_batch):
             assert row[1] == f"{lesion['volume_ml']:.3f}"
             assert row[2] == ", ".join(f"{v:.1f}" for v in lesion["centre_ras_mm"])
             assert row[3] != "—", "the predictor registered the case, so each lesion has a region"
+            assert row[4] == f"{lesion['mean_probability']:.2f}"
+            assert row[5] == f"{'review' if lesion['review'] else 'confident'} ({lesion['uncertainty']:.2f} bits)"
         findings = dict(row for row in page.tables["findings"] if len(row) == 2)
         assert findings["PVL lesions, total"] == f"{report['pvl']['volume_ml']:.2f} mL"
         assert findings["Number of lesions"] == str(report["pvl"]["lesion_count"])
@@ -158,9 +160,21 @@ def test_summary_html_needs_a_summary_csv(tmp_path):
         write_summary_html(tmp_path)
 
 
+UNCERTAINTY_KEYS = ("mean_probability", "uncertainty", "tta_disagreement", "review")
+
+
+def _without_later_keys(report: dict) -> dict:
+    """report.json as a model without calibration or lesion uncertainty wrote it."""
+    plain = copy.deepcopy(report)
+    plain["pvl"]["lesions"] = [{k: v for k, v in lesion.items() if k not in UNCERTAINTY_KEYS} for lesion in plain["pvl"]["lesions"]]
+    for key in ("calibrated", "calibration"):
+        plain["macs"].pop(key, None)
+    return plain
+
+
 def _later_model_report(report: dict) -> dict:
     """report.json as the later model (calibration, regional burden, lesion uncertainty) will write it."""
-    later = copy.deepcopy(report)
+    later = _without_later_keys(report)
     later["brain"] = {"volume_ml": 1234.5}
     later["macs"]["calibrated"] = {"probability_severe": 0.8125, "group": "severe", "method": "temperature scaling"}
     later["macs"]["regional_burden"] = {
@@ -168,7 +182,7 @@ def _later_model_report(report: dict) -> dict:
         "posterior limb of internal capsule": {"left": 0.0, "right": 0.125, "unit": "mL"},
     }
     later["pvl"]["lesions"] = [dict(lesion, uncertain=(i % 2 == 1), probability=0.9 - 0.1 * i)
-                               for i, lesion in enumerate(report["pvl"]["lesions"])]
+                               for i, lesion in enumerate(later["pvl"]["lesions"])]
     return later
 
 
@@ -188,7 +202,7 @@ def test_later_model_sections_render_when_present(predicted_batch, tmp_path):
     assert [row[5] for row in lesions] == ["uncertain" if i % 2 else "confident" for i in range(len(lesions))]
     assert lesions[0][4] == "0.90"
     # And the same report without those keys says they were not computed.
-    plain = Tables(render_case_html(case_context(report, header, None, anonymise=False)))
+    plain = Tables(render_case_html(case_context(_without_later_keys(report), header, None, anonymise=False)))
     assert "burden" not in plain.tables
     # Brain volume comes from brain extraction (today's predict writes it); the later keys do not.
     plain_brain = dict(r for r in plain.tables["findings"] if len(r) == 2)["Brain"]
@@ -267,3 +281,19 @@ def test_patient_header_from_a_dicom_series(tmp_path):
     header = read_patient_header(folder)
     assert (header.source, header.name, header.id, header.date) == ("dicom", "Doe John", "PID-9", "2023-07-04")
     assert header.rows(anonymise=True) == [("Patient", "anonymised (--anonymise)")]
+
+
+def test_calibrated_report_shows_both_probabilities_and_the_review_flags(predicted_batch):
+    """report.json as `shmn predict` writes it with a calibrated model: p(severe) is the calibrated one,
+    the model output is kept beside it; lesions show mean probability and 'review (x bits)'."""
+    _, report = _case(predicted_batch, "pvl_000")
+    calibrated = copy.deepcopy(report)
+    calibrated["macs"].update(probability_severe=0.8125, group="severe", calibrated=True,
+                              calibration={"method": "Platt scaling", "uncalibrated_probability_severe": 0.4375})
+    calibrated["pvl"]["lesions"][0].update(mean_probability=0.6543, uncertainty=0.8765, review=True)
+    page = Tables(render_case_html(case_context(calibrated, PatientHeader("pvl_000.nii.gz"), None, anonymise=False)))
+    findings = dict(row for row in page.tables["findings"] if len(row) == 2)
+    assert findings["p(severe), model output"] == "0.44"
+    assert findings["p(severe), calibrated (Platt scaling)"] == "0.81 → severe"
+    first = page.tables["lesions"][1]
+    assert first[4:] == ["0.65", "review (0.88 bits)"]

@@ -48,6 +48,7 @@ class InferenceResult:
     mode: str  # whole | sliding_window
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    macs_logit: float | None = None  # before the sigmoid: what a card's calibration rescales (shmn.inference.calibration)
 
 
 def free_memory_bytes(device: torch.device) -> int:
@@ -167,4 +168,5 @@ def _result(outputs: dict, device: str, precision: str, mode: str, notes: list[s
         mode=mode,
         warnings=notes,
         seconds=seconds,
+        macs_logit=float(macs.reshape(-1)[0]) if macs is not None else None,
     )

@@ -26,8 +26,10 @@ from shmn.io.atomic import atomic_dir, ensure_writable_dir
 from shmn.io.claim import claim_case
 from shmn.errors import ShmnError
 from shmn.inference.brain import brain_fields, template_on_native
+from shmn.inference.calibration import calibrate_macs, calibration_from_card
 from shmn.inference.engine import InferenceOptions, InferenceResult, run_inference
 from shmn.measures.lesions import density_peaks, lesion_centres
+from shmn.measures.lesion_uncertainty import REVIEW_DISAGREEMENT, REVIEW_UNCERTAINTY_BITS, ReviewThresholds, lesion_review
 from shmn.io.digest import sha256_of
 from shmn.network.model import SHMN
 from shmn import contract
@@ -73,6 +75,9 @@ class PredictOptions:
     localization_min_distance_mm: float = 8.0
     probabilities: bool = False  # also write <task>_probability.nii.gz (float32, 0-1, input grid)
     anonymise: bool = False  # report.html/pdf without the patient's name, ID, date and file name
+    tta: bool = False  # test-time left-right flip: per-lesion disagreement (one more forward pass, shmn.inference.flips)
+    lesion_review_uncertainty: float = REVIEW_UNCERTAINTY_BITS  # shmn.measures.lesion_uncertainty
+    lesion_review_disagreement: float = REVIEW_DISAGREEMENT
 
 
 @dataclass
@@ -148,6 +153,7 @@ def load_predictor(model: str | os.PathLike | None = None, registries: list[Path
                 f"registry's {claimed['sha256']}: the file was changed or damaged; results are from an unregistered model"
             )
     entry = entry or {}
+    calibration_from_card(card, str(path))  # a damaged calibration entry fails here, before any case
     info = ModelInfo(
         name=name or entry.get("name") or card.get("name") or Path(path).name.removesuffix(".safetensors"),
         version=version or entry.get("version") or card.get("version") or "unversioned",
@@ -182,14 +188,16 @@ def _voxel_ml(image: sitk.Image) -> float:
     return float(np.prod(image.GetSpacing())) / 1000.0
 
 
-def _lesions(pvl: sitk.Image) -> list[dict]:
-    """Per 26-connected component: centre (centre of mass of its outer border) in RAS mm and volume, largest first."""
+def _lesions(pvl: sitk.Image, uncertainty: dict | None = None) -> list[dict]:
+    """Per 26-connected component: centre (centre of mass of its outer border) in RAS mm and volume, largest first;
+    with ``uncertainty`` ({label: LesionUncertainty}) also its mean probability, uncertainty and review flag."""
     lesions = lesion_centres(sitk.GetArrayViewFromImage(pvl), pvl.GetSpacing()[::-1])
     rows = [
         {
             "centre_ras_mm": [round(v, 2) for v in index_to_ras(pvl, lesion.centre_zyx[::-1])],
             "volume_ml": round(lesion.volume_ml, 4),
             "voxels": lesion.voxels,
+            **(uncertainty[lesion.label].report_fields() if uncertainty else {}),
         }
         for lesion in lesions
     ]
@@ -271,23 +279,35 @@ class _Analysis:
     probabilities: dict[str, sitk.Image]  # only with PredictOptions.probabilities
     brain: sitk.Image | None = None  # the extracted brain on the input's grid
     template_outline: sitk.Image | None = None  # the registered template brain on the input's grid (overview)
+    review: sitk.Image | None = None  # the lesions flagged for review (model unsure), for the overview
 
 
 def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predictor, options: PredictOptions, timings: dict,
              on_stage: Callable[[str], None] = lambda stage: None) -> _Analysis:
     prediction = predict_native(native, predictor, options, timings, on_stage, source=str(input_path))
     prep, result, probabilities = prediction.prep, prediction.result, prediction.probabilities
+    disagreement = None
+    if options.tta and prediction.has("pvl"):  # --tta: the PVL probability's spread under a left-right flip
+        from shmn.inference.flips import native_flip_disagreement
+
+        inference = InferenceOptions(device=options.device, sliding_window=options.sliding_window, cpu_bf16=options.cpu_bf16)
+        disagreement, timings["tta"] = native_flip_disagreement(prediction, predictor.network, native, inference)
     tick = time.perf_counter()
     pvl, ventricles = prediction.masks["pvl"], prediction.masks["ventricles"]
     voxel_ml = _voxel_ml(native)
     has_pvl, has_ventricles = prediction.has("pvl"), prediction.has("ventricles")
+    macs_probability, macs_calibration = calibrate_macs(result.macs_probability, result.macs_logit,
+                                                        calibration_from_card(predictor.card, predictor.info.file))
+    review_thresholds = ReviewThresholds(options.lesion_review_uncertainty, options.lesion_review_disagreement)
+    uncertainty, review = lesion_review(pvl, probabilities["pvl"], disagreement, review_thresholds) if has_pvl else (None, None)
     fields = dict(
         case=case,
         input_path=str(input_path),
         input_geometry=geometry(native),
-        macs_probability=result.macs_probability,
+        macs_probability=macs_probability,
+        macs_calibration=macs_calibration,
         pvl_volume_ml=float(sitk.GetArrayViewFromImage(pvl).sum()) * voxel_ml if has_pvl else None,
-        lesions=_lesions(pvl) if has_pvl else [],
+        lesions=_lesions(pvl, uncertainty) if has_pvl else [],
         localization_centres=_localization_centres(result.localization, prep, options),
         ventricle_volume_ml=float(sitk.GetArrayViewFromImage(ventricles).sum()) * voxel_ml if has_ventricles else None,
         model=predictor.info,
@@ -297,6 +317,8 @@ def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predict
             "pvl_probability": options.pvl_threshold,
             "ventricle_probability": options.ventricle_threshold,
             "localization_peak": options.localization_threshold,
+            "lesion_review_uncertainty_bits": options.lesion_review_uncertainty,
+            **({"lesion_review_tta_disagreement": options.lesion_review_disagreement} if options.tta else {}),
         },
         outputs={k: v for k, v in dict(OUTPUT_FILES, **({f"{k}_probability": PROBABILITY_FILES[k] for k in PROBABILITY_FILES} if options.probabilities else {})).items()
                  if k != "brain" or prep.brain_native is not None},
@@ -306,7 +328,7 @@ def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predict
     timings["postprocess"] += time.perf_counter() - tick
     kept = {k: v for k, v in probabilities.items() if options.probabilities}
     brain = prep.brain_native.mask if prep.brain_native is not None else None
-    return _Analysis(pvl, ventricles, fields, kept, brain, template_on_native(prep, native))
+    return _Analysis(pvl, ventricles, fields, kept, brain, template_on_native(prep, native), review)
 
 
 def _write_outputs(folder: Path, native: sitk.Image, analysis: _Analysis, predictor: Predictor, timings: dict, start: float,
@@ -323,7 +345,7 @@ def _write_outputs(folder: Path, native: sitk.Image, analysis: _Analysis, predic
     caption = overview_caption(build_report(**analysis.report_fields, timings_s=timings), predictor.info)
     focus = lesions[0]["centre_ras_mm"] if lesions else None
     render_overview(folder / OUTPUT_FILES["overview"], native, analysis.pvl, analysis.ventricles, focus, caption,
-                    brain=analysis.brain, template_brain=analysis.template_outline)
+                    brain=analysis.brain, template_brain=analysis.template_outline, review=analysis.review)
     timings["write"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - start
     report = build_report(**analysis.report_fields, timings_s=timings)

@@ -4,7 +4,7 @@ One context (``case_context``) feeds both: the Jinja2 template ``templates/repor
 self-contained page, images as data URIs, no script, no external reference: it opens from a USB
 stick) and the A4 PDF (shmn.reporting.pdf, matplotlib only, so the engine needs no browser).
 Sections a later model adds to report.json (``brain.volume_ml``, ``macs.calibrated``,
-``macs.regional_burden``, per-lesion ``uncertain``/``probability``/``region``) are shown when present
+``macs.regional_burden``, per-lesion ``review``/``mean_probability``/``uncertainty``/``region``) are shown when present
 and marked "not computed by this model" when not. Nothing here invents a number: every figure on the
 page is read from report.json.
 """
@@ -62,10 +62,16 @@ def is_synthetic_model(model: dict) -> bool:
 
 
 def calibrated_macs(macs: dict) -> Optional[dict]:
-    """``macs.calibrated`` as {probability_severe, group, method}: a number or a dict in report.json."""
+    """The calibrated MACS estimate as {probability, group, method}; None when there is none.
+
+    report.json says ``macs.calibrated: true`` with ``macs.calibration.method`` when ``probability_severe``
+    is calibrated (shmn.inference.calibration); a number or a dict under ``calibrated`` is read too."""
     calibrated = macs.get("calibrated")
-    if calibrated is None:
+    if calibrated is None or calibrated is False:
         return None
+    if calibrated is True:
+        method = (macs.get("calibration") or {}).get("method")
+        calibrated = {"probability_severe": macs.get("probability_severe"), "group": macs.get("group"), "method": method}
     if isinstance(calibrated, (int, float)):
         calibrated = {"probability_severe": float(calibrated)}
     probability = calibrated.get("probability_severe", calibrated.get("probability"))
@@ -101,17 +107,33 @@ def regional_burden(macs: dict) -> list[dict]:
     return rows
 
 
+def model_output_probability(macs: dict):
+    """The network's own p(severe): kept beside the calibrated one when report.json's is calibrated."""
+    if macs.get("calibrated") is True:
+        return (macs.get("calibration") or {}).get("uncalibrated_probability_severe")
+    return macs.get("probability_severe")
+
+
+def _review_label(lesion: dict) -> str:
+    """'review' (the model is unsure: look twice) or 'confident', with the lesion's entropy when known.
+    shmn predict writes ``review`` and ``uncertainty`` (shmn.measures.lesion_uncertainty); ``uncertain`` is read too."""
+    flagged = lesion.get("review", lesion.get("uncertain"))
+    if flagged is None:
+        return MISSING
+    label = ("review" if "review" in lesion else "uncertain") if flagged else "confident"
+    return label if lesion.get("uncertainty") is None else f"{label} ({float(lesion['uncertainty']):.2f} bits)"
+
+
 def lesion_rows(report: dict, regions: list[Optional[str]]) -> list[dict]:
     rows = []
     for number, (lesion, region) in enumerate(zip(report["pvl"]["lesions"], regions), start=1):
-        uncertain = lesion.get("uncertain")
         rows.append({
             "number": number,
             "volume_ml": _fmt(lesion.get("volume_ml"), 3),
             "centre": ", ".join(f"{v:.1f}" for v in lesion["centre_ras_mm"]) if lesion.get("centre_ras_mm") else MISSING,
             "region": region or MISSING,
-            "probability": _fmt(lesion.get("probability"), 2),
-            "uncertain": MISSING if uncertain is None else ("uncertain" if uncertain else "confident"),
+            "probability": _fmt(lesion.get("mean_probability", lesion.get("probability")), 2),
+            "uncertain": _review_label(lesion),
         })
     return rows
 
@@ -155,7 +177,7 @@ def case_context(report: dict, header: PatientHeader, planes_png: Optional[bytes
         "planes": data_uri(planes_png) if planes_png else None,
         "macs": {
             "group": f"{group} ({macs['groups'][group]})" if group else "not predicted by this model",
-            "probability": _fmt(macs.get("probability_severe"), 2),
+            "probability": _fmt(model_output_probability(macs), 2),
             "calibrated": calibrated_macs(macs),
             "burden": regional_burden(macs),
         },
@@ -166,7 +188,7 @@ def case_context(report: dict, header: PatientHeader, planes_png: Optional[bytes
             ("Brain", _fmt(brain.get("volume_ml"), 0, " mL") if brain.get("volume_ml") is not None else MISSING + " (not computed by this version)"),
         ],
         "lesions": lesion_rows(report, regions),
-        "has_lesion_uncertainty": any("uncertain" in lesion or "probability" in lesion for lesion in pvl["lesions"]),
+        "has_lesion_uncertainty": any(key in lesion for lesion in pvl["lesions"] for key in ("uncertain", "probability", "review")),
         "registration_verdict": verdict,
         "registration_ok": verdict == "passed",
         "registration": registration,

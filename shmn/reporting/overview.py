@@ -28,6 +28,8 @@ from shmn.terminology import LATERAL_VENTRICLES, PVL_LESION
 MAX_PIXELS = 320  # per side of a panel
 BRAIN_OUTLINE = ("#39d353", "solid")  # the extracted brain
 TEMPLATE_OUTLINE = ("#ffd60a", "dashed")  # the registered MNI152 brain
+REVIEW_COLOUR = "#ff00ff"  # magenta (apart from every other colour of the picture): lesions the model is unsure of (report.json pvl.lesions[].review): look twice
+REVIEW_LEGEND = "magenta: PVL lesions flagged for review (model unsure)"
 
 
 @dataclass(frozen=True)
@@ -81,10 +83,12 @@ def render_overview(
     caption: str,
     brain: sitk.Image | None = None,
     template_brain: sitk.Image | None = None,
+    review: sitk.Image | None = None,
 ) -> Path:
     """Write the PNG; ``focus_ras`` (mm) is where the three planes cross (None: the volume's centre).
 
-    ``brain`` and ``template_brain`` (masks on any grid) are drawn as outlines when given.
+    ``brain`` and ``template_brain`` (masks on any grid) are drawn as outlines when given; ``review``
+    (the flagged lesions' mask) is painted magenta over the red PVL and named in the legend.
     """
     low, high = _physical_bounds(image)
     if focus_ras is None:
@@ -97,6 +101,7 @@ def render_overview(
     nonzero = values[values != 0]
     vmin, vmax = np.percentile(nonzero, (1, 99.5)) if nonzero.size else (0.0, 1.0)
 
+    flagged = review is not None and bool(sitk.GetArrayViewFromImage(review).any())
     figure = Figure(figsize=(12, 4.9), dpi=100, facecolor="black")
     FigureCanvasAgg(figure)
     for column, plane in enumerate(PLANES):
@@ -104,9 +109,11 @@ def render_overview(
         base = _sample(grey, reference, sitk.sitkLinear, plane.normal_axis)
         ax = figure.add_subplot(1, 3, column + 1)
         ax.imshow(base, cmap="gray", vmin=vmin, vmax=vmax, interpolation="bilinear")
-        for mask, term, alpha in ((ventricles, LATERAL_VENTRICLES, 0.45), (pvl, PVL_LESION, 0.7)):
+        layers = [(ventricles, LATERAL_VENTRICLES.color, 0.45), (pvl, PVL_LESION.color, 0.7)]
+        layers += [(review, REVIEW_COLOUR, 0.95)] if flagged else []
+        for mask, colour, alpha in layers:
             overlay = _sample(mask, reference, sitk.sitkNearestNeighbor, plane.normal_axis) > 0
-            ax.imshow(np.ma.masked_where(~overlay, overlay), cmap=ListedColormap([term.color]), alpha=alpha, interpolation="nearest")
+            ax.imshow(np.ma.masked_where(~overlay, overlay), cmap=ListedColormap([colour]), alpha=alpha, interpolation="nearest")
         for mask, (color, style) in ((brain, BRAIN_OUTLINE), (template_brain, TEMPLATE_OUTLINE)):
             if mask is None:
                 continue
@@ -120,6 +127,8 @@ def render_overview(
     if brain is not None or template_brain is not None:
         figure.text(0.01, 0.005, "outlines: extracted brain (green), registered MNI152 brain (dashed yellow)",
                     color="white", ha="left", va="bottom", fontsize=8)
+    if flagged:
+        figure.text(0.99, 0.005, REVIEW_LEGEND, color=REVIEW_COLOUR, ha="right", va="bottom", fontsize=8)
     figure.text(0.5, 0.035, caption, color="white", ha="center", va="bottom", fontsize=10, wrap=True)
     figure.subplots_adjust(left=0.01, right=0.99, top=0.92, bottom=0.14, wspace=0.03)
     figure.savefig(str(path), facecolor=figure.get_facecolor())

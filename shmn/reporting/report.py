@@ -1,7 +1,8 @@
 """report.json of one predicted case, and the one-row summary of it for summary.csv.
 
-Keys (docs/DESIGN.md section 3, "at least"): case; macs.probability_severe, macs.group; pvl.volume_ml,
-pvl.lesions [{centre_ras_mm, volume_ml}], pvl.centres_from_localization; ventricles.volume_ml;
+Keys (docs/DESIGN.md section 3, "at least"): case; macs.probability_severe (calibrated when the model
+carries a calibration), macs.group, macs.calibrated, macs.calibration; pvl.volume_ml, pvl.lesions
+[{centre_ras_mm, volume_ml, mean_probability, uncertainty, review}], pvl.centres_from_localization; ventricles.volume_ml;
 model.name/version/sha256; preprocessing (params, registration quality); timings_s; disclaimer; brain
 (volume_ml, extraction method/version, intracranial_volume_ml where the whole head is in view) and
 registration (ok, figures, warning: a failed check is never silent).
@@ -104,6 +105,7 @@ def build_report(
     timings_s: dict,
     warnings: list[str],
     brain: dict | None = None,
+    macs_calibration: dict | None = None,
 ) -> dict:
     """The report as a JSON-ready dict (volumes in mL, positions in RAS mm)."""
     return {
@@ -114,6 +116,8 @@ def build_report(
             "group": macs_group(macs_probability),
             "threshold": MACS_THRESHOLD,
             "groups": {"mild": "MACS I-II", "severe": "MACS III-V"},
+            # {calibrated: bool, calibration: method, parameters, fit, raw probability | note} (shmn.inference.calibration)
+            **(macs_calibration or {}),
         },
         "pvl": {
             "volume_ml": _round(pvl_volume_ml),

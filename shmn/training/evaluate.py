@@ -136,6 +136,7 @@ def markdown_table(summary: dict) -> str:
 def evaluate_sample(predictor, sample: Sample, device: str, cache=None) -> dict:
     """One case's metrics; ``cache`` (a CaseCache with the model card's preprocessing) supplies, and keeps,
     the preprocessed image, so that several models evaluated on one cohort preprocess it once."""
+    from shmn.inference.calibration import calibrate_macs, calibration_from_card
     from shmn.inference.predict import PredictOptions, predict_native
 
     tick = time.perf_counter()
@@ -153,7 +154,9 @@ def evaluate_sample(predictor, sample: Sample, device: str, cache=None) -> dict:
         "id": sample.id,
         "source": sample.source,
         "metrics": scores,
-        "macs_probability": prediction.result.macs_probability,
+        # What the report gives: the calibrated probability when the model's card holds a calibration.
+        "macs_probability": calibrate_macs(prediction.result.macs_probability, prediction.result.macs_logit,
+                                           calibration_from_card(predictor.card, predictor.info.file))[0],
         "macs_true": sample.macs,
         "registration_ok": bool(prediction.prep.quality.get("ok", True)),
         "seconds": round(time.perf_counter() - tick, 3),

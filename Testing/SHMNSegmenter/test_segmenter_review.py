@@ -1,0 +1,75 @@
+"""The Segmenter's results table and summary show each lesion's mean probability, uncertainty and review flag,
+and say whether the MACS probability is calibrated (real MRML table nodes from slicer-core)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ["slicer_fixtures"]
+
+
+def report_with_flags(calibrated: bool) -> dict:
+    """report.json as `shmn predict` writes it for two lesions, the second flagged for review."""
+    lesions = [
+        {"centre_ras_mm": [10.0, -20.0, 15.0], "volume_ml": 0.8123, "voxels": 812, "mean_probability": 0.8611, "uncertainty": 0.4474, "review": False},
+        {"centre_ras_mm": [-12.5, -30.0, 18.0], "volume_ml": 0.3012, "voxels": 301, "mean_probability": 0.6893, "uncertainty": 0.8803,
+         "tta_disagreement": 0.04, "review": True},
+    ]
+    macs = {"probability_severe": 0.2689, "group": "mild", "groups": {"mild": "MACS I-II", "severe": "MACS III-V"}, "threshold": 0.5}
+    macs.update({"calibrated": True, "calibration": {"method": "temperature scaling", "uncalibrated_probability_severe": 0.1192}}
+                if calibrated else {"calibrated": False, "calibration": {"note": "no calibration"}})
+    return {"case": "c", "macs": macs, "pvl": {"volume_ml": 1.1135, "lesion_count": 2, "lesions": lesions},
+            "ventricles": {"volume_ml": 20.0}, "model": {"name": "m", "version": "1.0.0", "sha256": "ab"},
+            "disclaimer": "Synthetic-data model, not for clinical use."}
+
+
+def table_cells(table) -> list[list[str]]:
+    return [[table.GetCellText(r, c) for c in range(table.GetNumberOfColumns())] for r in range(table.GetNumberOfRows())]
+
+
+@pytest.mark.parametrize("calibrated", [True, False])
+def test_results_table_flags_the_lesions_to_review(scene, calibrated):
+    from SHMNSegmenterLib.results import TABLE_COLUMNS, importResultsTable
+
+    table = importResultsTable(report_with_flags(calibrated), scene, "results")
+    columns = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())]
+    assert columns == list(TABLE_COLUMNS) and columns[-3:] == ["Mean probability", "Uncertainty (bits)", "Review"]
+    rows = {row[0]: row for row in table_cells(table)}
+    assert rows["PVL lesion 1"][6:] == ["0.86", "0.45", "confident"]
+    assert rows["PVL lesion 2"][6:] == ["0.69", "0.88", "REVIEW: model unsure"]
+    assert rows["PVL lesion 2"][1] == "0.3012" and rows["PVL lesion 2"][3:6] == ["-12.5", "-30.0", "18.0"]
+    assert rows["PVL total"][6:] == ["", "", ""]  # other rows leave the lesion columns empty
+    probability = rows["MACS probability (severe)"]
+    assert probability[1] == "0.2689"
+    assert probability[2] == ("calibrated (temperature scaling)" if calibrated else "uncalibrated")
+
+
+def test_an_older_report_without_the_fields_leaves_the_columns_empty(scene):
+    from SHMNSegmenterLib.results import ResultSummary, importResultsTable
+
+    report = report_with_flags(True)
+    for lesion in report["pvl"]["lesions"]:
+        for key in ("mean_probability", "uncertainty", "review", "tta_disagreement"):
+            lesion.pop(key, None)
+    for key in ("calibrated", "calibration"):
+        report["macs"].pop(key)
+    rows = {row[0]: row for row in table_cells(importResultsTable(report, scene, "old"))}
+    assert rows["PVL lesion 2"][6:] == ["", "", ""] and rows["MACS probability (severe)"][2] == ""
+    assert "review" not in ResultSummary.fromReport(report).text()
+
+
+def test_summary_text_counts_the_flagged_lesions_and_names_the_calibration(slicer_app):
+    from SHMNSegmenterLib.results import ResultSummary
+
+    text = ResultSummary.fromReport(report_with_flags(True)).text()
+    assert "p(severe) = 0.27, calibrated (temperature scaling)" in text
+    assert "in 2 lesion(s), 1 flagged for review (model unsure)" in text
+    assert "p(severe) = 0.27, uncalibrated" in ResultSummary.fromReport(report_with_flags(False)).text()
+
+
+def test_lesion_centre_description_says_review(scene):
+    from SHMNSegmenterLib.results import importLesionCentres
+
+    centres = importLesionCentres(report_with_flags(True), scene, "centres")
+    assert centres.GetNthControlPointDescription(0).endswith("mL")
+    assert centres.GetNthControlPointDescription(1).endswith("(REVIEW: model unsure)")

@@ -1,0 +1,178 @@
+"""MACS calibration: a real fit lowers ECE on an over-confident set; `shmn calibrate` writes a new model
+file whose card holds the calibration, `shmn predict` and `shmn evaluate` use it, and nothing is overwritten."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy.special import expit
+
+from shmn.cli import main as cli_main
+from shmn.errors import ShmnError
+from shmn.inference.calibration import calibrate_macs, calibration_from_card, logit
+from shmn.io.model_card import read_card
+from shmn.measures.metrics import expected_calibration_error
+from shmn.training.calibration import fit_calibration, negative_log_likelihood, reliability_figure
+
+pytestmark = pytest.mark.xdist_group("calibration")
+
+
+def overconfident_set(n: int = 4000, sharpen: float = 3.0, seed: int = 0):
+    """Cases whose true p(severe) is known; the 'network' reports logits ``sharpen`` times too large."""
+    rng = np.random.default_rng(seed)
+    true_logit = rng.normal(0.0, 1.5, n)
+    labels = (rng.uniform(size=n) < expit(true_logit)).astype(float)
+    return sharpen * true_logit, labels
+
+
+@pytest.mark.parametrize("method", ["temperature", "platt"])
+def test_calibration_lowers_ece_on_an_overconfident_set(method):
+    logits, labels = overconfident_set()
+    fit = fit_calibration(logits, labels, method)
+    assert fit.ece_before == pytest.approx(expected_calibration_error(expit(logits), labels))
+    assert fit.ece_before > 0.08  # the constructed set really is over-confident
+    assert fit.ece_after < 0.03 and fit.ece_after < fit.ece_before / 3
+    assert fit.nll_after < fit.nll_before
+    if method == "temperature":
+        assert fit.parameters["temperature"] == pytest.approx(3.0, rel=0.1)  # it recovers the sharpening
+    else:
+        assert fit.parameters["a"] == pytest.approx(1 / 3.0, rel=0.1) and abs(fit.parameters["b"]) < 0.1
+    # The fit is the NLL minimum: nudging the parameter either way is worse.
+    for factor in (0.9, 1.1):
+        assert negative_log_likelihood(fit.slope * factor * logits + fit.intercept, labels) > fit.nll_after
+    figure = reliability_figure(logits, labels, fit, "test")
+    assert len(figure.axes[0].lines) == 3  # diagonal, before, after
+
+
+def test_a_well_calibrated_set_is_left_almost_alone():
+    logits, labels = overconfident_set(sharpen=1.0, seed=1)
+    assert fit_calibration(logits, labels).parameters["temperature"] == pytest.approx(1.0, abs=0.1)
+
+
+def test_fit_refuses_bad_input():
+    with pytest.raises(ShmnError, match="at least 2"):
+        fit_calibration([0.3], [1.0])
+    with pytest.raises(ShmnError, match="labels must be 0"):
+        fit_calibration([0.3, 0.2], [1.0, 2.0])
+    with pytest.raises(ShmnError, match="--method"):
+        fit_calibration([0.3, 0.2], [1.0, 0.0], "isotonic")
+
+
+def test_card_calibration_is_applied_and_reported():
+    card = {"calibration": {"method": "temperature", "parameters": {"temperature": 2.0}, "split": "val", "n_cases": 9,
+                            "ece_before": 0.2, "ece_after": 0.05}}
+    calibration = calibration_from_card(card, "m.safetensors")
+    probability, entry = calibrate_macs(expit(3.0), 3.0, calibration)
+    assert probability == pytest.approx(expit(1.5))
+    assert entry["calibrated"] is True
+    assert entry["calibration"]["method"] == "temperature scaling" and entry["calibration"]["fitted_on"] == {"split": "val", "n_cases": 9}
+    assert entry["calibration"]["uncalibrated_probability_severe"] == pytest.approx(expit(3.0), abs=1e-4)
+    # Without the logit (an older engine result) it is recovered from the probability.
+    assert calibrate_macs(expit(3.0), None, calibration)[0] == pytest.approx(expit(1.5), abs=1e-6)
+    assert logit(1.0) < 20 and math.isfinite(logit(0.0))
+    probability, entry = calibrate_macs(0.7, 0.8473, None)
+    assert probability == 0.7 and entry["calibrated"] is False and "shmn calibrate" in entry["calibration"]["note"]
+    platt = calibration_from_card({"calibration": {"method": "platt", "parameters": {"a": 0.5, "b": -1.0}}}, "m")
+    assert platt.probability(2.0) == pytest.approx(expit(0.0))
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"method": "isotonic", "parameters": {}}, "expected {method"),
+    ({"method": "temperature", "parameters": {"temperature": 0.0}}, "expected > 0"),
+    ({"method": "temperature", "parameters": {"temperature": "2"}}, "expected a finite number"),
+    ({"method": "platt", "parameters": {"a": float("nan"), "b": 0.0}}, "expected a finite number"),
+    ("temperature", "expected {method"),
+])
+def test_damaged_calibration_entries_are_refused(entry, message):
+    with pytest.raises(ShmnError, match="m.safetensors: model card 'calibration"):
+        calibration_from_card({"calibration": entry}, "m.safetensors")
+    with pytest.raises(ShmnError, match=message):
+        calibration_from_card({"calibration": entry}, "m.safetensors")
+
+
+# ---------------------------------------------------------------- `shmn calibrate` end to end
+
+
+@pytest.fixture(scope="module")
+def calibrated(small_cohort, tmp_path_factory):
+    """A tiny real model calibrated by the command on the MACS cohort's train split (6 cases of both groups:
+    the tiny cohort's val split holds one case)."""
+    from engine_fixtures import make_tiny_model
+
+    folder = tmp_path_factory.mktemp("calibrate")
+    source, _ = make_tiny_model(folder)
+    output = folder / "tiny-calibrated.safetensors"
+    args = ["-q", "calibrate", str(source), "--data", str(small_cohort / "macs"), "--split", "train", "-o", str(output), "--device", "cpu"]
+    assert cli_main(args) == 0
+    return source, output, args
+
+
+def test_calibrate_writes_a_new_model_whose_card_holds_the_calibration(calibrated, small_cohort):
+    from shmn.training.data import load_manifests, split_samples
+
+    source, output, _ = calibrated
+    card = read_card(output)
+    entry = card["calibration"]
+    samples = [s for s in split_samples(load_manifests([small_cohort / "macs"]), "train") if s.macs is not None]
+    assert entry["method"] == "temperature" and entry["parameters"]["temperature"] > 0
+    assert entry["split"] == "train" and entry["n_cases"] == len(samples) and entry["cases"] == [s.id for s in samples]
+    assert 0 < entry["n_severe"] < entry["n_cases"]
+    assert entry["ece_after"] <= entry["ece_before"] + 1e-6 and entry["nll_after"] <= entry["nll_before"] + 1e-9
+    assert "equal-width" in entry["ece_bins"]
+    assert card["version"] == read_card(source)["version"] + "+calibrated"
+    figure = output.with_name("tiny-calibrated.reliability.png")
+    assert entry["reliability_diagram"] == figure.name and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Same weights: only the card differs.
+    from safetensors.numpy import load_file
+
+    before, after = load_file(str(source)), load_file(str(output))
+    assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_predict_and_evaluate_use_the_calibration(calibrated, small_cohort, tmp_path):
+    from shmn.inference.predict import PredictOptions, load_predictor, predict_case
+    from shmn.training.data import load_manifests, split_samples
+    from shmn.training.evaluate import evaluate
+
+    source, output, _ = calibrated
+    sample = split_samples(load_manifests([small_cohort / "macs"]), "test")[0]
+    plain = predict_case(sample.image, tmp_path / "plain", load_predictor(source), PredictOptions(device="cpu"))
+    report = predict_case(sample.image, tmp_path / "calibrated", load_predictor(output), PredictOptions(device="cpu"))
+    assert plain["macs"]["calibrated"] is False and "shmn calibrate" in plain["macs"]["calibration"]["note"]
+    macs = report["macs"]
+    assert macs["calibrated"] is True and macs["calibration"]["method"] == "temperature scaling"
+    raw = macs["calibration"]["uncalibrated_probability_severe"]
+    assert raw == pytest.approx(plain["macs"]["probability_severe"], abs=1e-4)
+    temperature = read_card(output)["calibration"]["parameters"]["temperature"]
+    assert macs["probability_severe"] == pytest.approx(expit(logit(raw) / temperature), abs=2e-3)
+    assert macs["group"] == ("severe" if macs["probability_severe"] > 0.5 else "mild")
+    written = json.loads((tmp_path / "calibrated" / report["case"] / "report.json").read_text())
+    assert written["macs"] == macs
+    # `shmn evaluate` scores the calibrated probability: on the fitting split it reproduces the card's ECE.
+    results = evaluate(output, [small_cohort / "macs"], split="train", device="cpu", progress=False)
+    assert results["summary"]["macs"]["ece"] == pytest.approx(read_card(output)["calibration"]["ece_after"], abs=2e-3)
+
+
+def test_calibrate_never_overwrites(calibrated, capsys):
+    source, output, args = calibrated
+    before = output.read_bytes()
+    assert cli_main(args) == 2
+    error = capsys.readouterr().err
+    assert f"{output}: already exists; use --overwrite" in error and error.count("\n") == 1
+    assert output.read_bytes() == before
+    same = [a if a != str(output) else str(source) for a in args] + ["--overwrite"]
+    assert cli_main(same) == 2
+    assert "is the model being calibrated" in capsys.readouterr().err
+
+
+def test_calibrate_needs_both_groups(small_cohort, tmp_path, capsys):
+    from engine_fixtures import make_tiny_model
+
+    source, _ = make_tiny_model(tmp_path)
+    args = ["-q", "calibrate", str(source), "--data", str(small_cohort / "pvl"), "-o", str(tmp_path / "out.safetensors"), "--device", "cpu"]
+    assert cli_main(args) == 2
+    assert "calibration needs at least 2, of both groups" in capsys.readouterr().err
+    assert not (tmp_path / "out.safetensors").exists()
