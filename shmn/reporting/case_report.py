@@ -21,6 +21,7 @@ import SimpleITK as sitk
 
 from shmn import __version__
 from shmn.io.atomic import write_text
+from shmn.reporting.motor import burden_estimate, burden_table
 from shmn.reporting.patient import PatientHeader, read_patient_header
 from shmn.reporting.regions import lesion_regions
 
@@ -157,7 +158,8 @@ def case_context(report: dict, header: PatientHeader, planes_png: Optional[bytes
             "group": f"{group} ({macs['groups'][group]})" if group else "not predicted by this model",
             "probability": _fmt(macs.get("probability_severe"), 2),
             "calibrated": calibrated_macs(macs),
-            "burden": regional_burden(macs),
+            "burden": burden_table(report) or regional_burden(macs),  # report.json's motor_burden (shmn.reporting.motor)
+            "from_burden": burden_estimate(report),
         },
         "volumes": [
             ("PVL lesions, total", _fmt(pvl.get("volume_ml"), 2, " mL")),
