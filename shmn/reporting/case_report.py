@@ -5,8 +5,10 @@ self-contained page, images as data URIs, no script, no external reference: it o
 stick) and the A4 PDF (shmn.reporting.pdf, matplotlib only, so the engine needs no browser).
 Sections a later model adds to report.json (``brain.volume_ml``, ``macs.calibrated``,
 ``macs.regional_burden``, per-lesion ``uncertain``/``probability``/``region``) are shown when present
-and marked "not computed by this model" when not. Nothing here invents a number: every figure on the
-page is read from report.json.
+and marked "not computed by this model" when not; the motor-pathway burden table and the burden MACS
+estimate come from ``motor_burden`` / ``macs_from_burden`` / ``macs_primary`` (shmn.reporting.motor) and take
+the place of a ``macs.regional_burden``. Nothing here invents a number: every figure on the page is read
+from report.json.
 """
 
 from __future__ import annotations
