@@ -143,6 +143,8 @@ def test_report_fields_name_the_primary_estimate(anatomy, fast_grid):
     assert table["totals"]["both"]["lesion_ml"] == pytest.approx(sum(r["lesion_ml"] for r in table["regions"]), abs=1e-3)
     assert "Juelich" in table["atlas"] and "Desikan-Killiany" in table["atlas"]
     assert burden_report_fields(None) == {"motor_burden": None, "macs_from_burden": None, "macs_primary": "network"}
+    # A model without the MACS head: the burden estimate is the only one, so it is primary whatever MACS_PRIMARY says.
+    assert burden_report_fields(burden, network_available=False)["macs_primary"] == "burden"
 
 
 def test_fit_recovers_the_region_that_decides_the_group():

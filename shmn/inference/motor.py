@@ -40,12 +40,13 @@ def regions_on_native(prep: PreprocessedCase, native: sitk.Image) -> sitk.Image:
 
 
 def case_motor_burden(probability: Optional[np.ndarray], prep: PreprocessedCase, native: sitk.Image,
-                      threshold: float) -> Optional[CaseMotorBurden]:
-    """None when the model has no lesion output (``probability`` None)."""
+                      threshold: float, network_macs: bool = True) -> Optional[CaseMotorBurden]:
+    """None when the model has no lesion output (``probability`` None); ``network_macs``: the model has a MACS head."""
     if probability is None:
         return None
     burden = motor_burden(template_lesion_mask(probability, prep, threshold), prep.reference)
-    return CaseMotorBurden(burden, burden_report_fields(burden), regions_on_native(prep, native))
+    fields = burden_report_fields(burden, network_available=network_macs)
+    return CaseMotorBurden(burden, fields, regions_on_native(prep, native))
 
 
 def burden_macs_probability(probability: Optional[np.ndarray], prep: PreprocessedCase, threshold: float) -> Optional[float]:

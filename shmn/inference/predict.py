@@ -302,7 +302,7 @@ def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predict
         warnings=list(predictor.warnings) + [w for w in [prep.quality.get("warning")] if w] + list(result.warnings),
         brain=brain_fields(prep, native),
     )
-    motor = case_motor_burden(result.pvl_probability, prep, native, options.pvl_threshold)
+    motor = case_motor_burden(result.pvl_probability, prep, native, options.pvl_threshold, result.macs_probability is not None)
     fields["burden"] = motor.report_fields if motor else None
     timings["postprocess"] += time.perf_counter() - tick
     kept = {k: v for k, v in probabilities.items() if options.probabilities}

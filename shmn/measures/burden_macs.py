@@ -75,12 +75,21 @@ def macs_from_burden(burden: MotorBurden, model: BurdenModel = SHIPPED_BURDEN_MO
     }
 
 
-def burden_report_fields(burden: Optional[MotorBurden], model: BurdenModel = SHIPPED_BURDEN_MODEL) -> dict:
-    """The report.json entries of this module: motor_burden, macs_from_burden, macs_primary."""
+def primary_estimate(network_available: bool, burden_available: bool) -> str:
+    """MACS_PRIMARY when both estimates exist, else the one that does ("network" when neither)."""
+    if network_available and burden_available:
+        return MACS_PRIMARY
+    return "burden" if burden_available else "network"
+
+
+def burden_report_fields(burden: Optional[MotorBurden], model: BurdenModel = SHIPPED_BURDEN_MODEL,
+                         network_available: bool = True) -> dict:
+    """The report.json entries of this module: motor_burden, macs_from_burden, macs_primary.
+    ``network_available``: whether the network gave its own MACS probability (a model without the MACS head does not)."""
     return {
         "motor_burden": None if burden is None else burden.to_json(),
         "macs_from_burden": None if burden is None else macs_from_burden(burden, model),
-        "macs_primary": MACS_PRIMARY if burden is not None else "network",
+        "macs_primary": primary_estimate(network_available, burden is not None),
     }
 
 
