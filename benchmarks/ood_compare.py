@@ -13,6 +13,9 @@ with a plain intensity-threshold baseline (issue 12).
    outer 4 mm), ventricles = z-score below T' within 12 mm of the template's ventricles, MACS score =
    lesion volume. T and T' are chosen on the in-distribution cohort (best mean Dice) and applied unchanged
    on the OOD cohort. Scored like `shmn evaluate` (native grid, same metrics).
+5. "MACS from burden AUC": each model row also ranks its second MACS estimate, the motor-burden score on the
+   model's own lesions (`macs_from_burden` per case of `shmn evaluate`; shmn.measures.burden_macs.rank_estimates).
+   The better of the two AUCs on the OOD cohort decides burden_macs.MACS_PRIMARY.
 Writes WORK/comparison-TAG.json and prints a markdown table.
 """
 
@@ -149,6 +152,8 @@ def row(summary: dict) -> dict:
 
 
 def main() -> None:
+    from shmn.measures.burden_macs import rank_estimates
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", required=True, type=Path)
     parser.add_argument("--model", default="shmn4-fast-phantom")
@@ -165,18 +170,21 @@ def main() -> None:
         if not out.exists():
             shmn("evaluate", args.model, "--data", *map(str, manifests), "--split", "test", "-o", str(out), "--device", "cpu", "-q",
                  "--cache", str(args.work / "cache"))
-        table[f"{tag} | {name}"] = row(json.loads(out.read_text())["summary"])
+        metrics = json.loads(out.read_text())
+        table[f"{tag} | {name}"] = dict(row(metrics["summary"]), macs_burden_auc=rank_estimates(metrics["cases"])["burden"])
     if not args.skip_baseline:
         near = template_ventricles_nearby()
         prepared = {name: preprocessed_cases(manifests, args.work / "cache") for name, manifests in data.items()}
         best = choose_thresholds(prepared["in-distribution"], near)
         for name, cases in prepared.items():
-            table[f"threshold z>{best[0]}, z<{best[1]} | {name}"] = row(baseline(cases, *best, near))
+            table[f"threshold z>{best[0]}, z<{best[1]} | {name}"] = dict(row(baseline(cases, *best, near)), macs_burden_auc=None)
     (args.work / f"comparison-{tag}.json").write_text(json.dumps(table, indent=1))
-    print("| model | cohort | lesion Dice | lesion-wise F1 | ventricle Dice | MACS AUC | MACS accuracy | n |\n|---|---|---|---|---|---|---|---|")
+    print("| model | cohort | lesion Dice | lesion-wise F1 | ventricle Dice | MACS AUC | MACS accuracy | MACS from burden AUC | n |\n"
+          "|---|---|---|---|---|---|---|---|---|")
     for key, values in table.items():
         model, cohort = key.split(" | ")
-        cells = " | ".join("—" if values[k] is None else f"{values[k]:.3f}" for k in ("pvl_dice", "pvl_lesion_f1", "ventricle_dice", "macs_auc", "macs_accuracy"))
+        cells = " | ".join("—" if values[k] is None else f"{values[k]:.3f}"
+                           for k in ("pvl_dice", "pvl_lesion_f1", "ventricle_dice", "macs_auc", "macs_accuracy", "macs_burden_auc"))
         print(f"| {model} | {cohort} | {cells} | {values['n']} |")
 
 

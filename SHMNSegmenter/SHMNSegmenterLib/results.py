@@ -4,7 +4,8 @@
   IDs, names, colours and terminology are exactly what the engine wrote; shown in 2D and 3D;
 - lesion centres: a markups point list, one control point per lesion of ``report.json`` (RAS mm);
 - results table: one row per lesion (with its mean probability, uncertainty and a "REVIEW: model unsure"
-  flag where the engine flagged it), then totals, MACS prediction (calibrated or not) and the model's identity.
+  flag where the engine flagged it), then totals, MACS prediction (calibrated or not), the motor-pathway
+  burden and the burden MACS estimate, and the model's identity.
 
 All three go under the input volume's parent in the subject hierarchy (its study) and under the
 input's transform, so they overlay the volume wherever the user has moved it.
@@ -20,6 +21,7 @@ from SHMNCoreLib.enginecontract import engineContract, engineModule  # the engin
 from SHMNCoreLib.tables import addStringTable
 
 from .casereport import reportPath
+from .motorburden import motorBurdenRows
 
 VENTRICLE_OPACITY_3D = 0.4  # see-through ventricles: the lesions around them stay visible in 3D
 TABLE_COLUMNS = ("Measurement", "Value", "Unit", "R (mm)", "A (mm)", "S (mm)", "Mean probability", "Uncertainty (bits)", "Review")
@@ -140,6 +142,7 @@ def tableRows(report: dict, caseReport: Path | None = None) -> list[tuple[str, .
         ("MACS probability (severe)", _number(summary.macsProbabilitySevere, 4), summary.macsCalibration, "", "", ""),
         ("MACS group", summary.macsGroup or "n/a", "", "", "", ""),
     ]
+    rows += motorBurdenRows(report)  # the motor-pathway burden and the second MACS estimate, when the engine wrote them
     if caseReport is not None:
         rows.append(("Case report", str(caseReport), "", "", "", ""))
     rows += [

@@ -18,6 +18,7 @@ import pytest
 import SimpleITK as sitk
 
 from shmn.errors import ShmnError
+from shmn.measures.motor_regions import REGION_NAMES
 from shmn.reporting.case_report import case_context, render_case_html, write_case_report
 from shmn.reporting.patient import PatientHeader, read_patient_header
 from shmn.reporting.summary_report import read_summary, write_summary_html
@@ -177,6 +178,7 @@ def _later_model_report(report: dict) -> dict:
     later = _without_later_keys(report)
     later["brain"] = {"volume_ml": 1234.5}
     later["macs"]["calibrated"] = {"probability_severe": 0.8125, "group": "severe", "method": "temperature scaling"}
+    later["motor_burden"] = later["macs_from_burden"] = None  # the regional_burden shape alone (today's motor_burden: below)
     later["macs"]["regional_burden"] = {
         "corticospinal tract": {"left": 0.25, "right": 1.5, "unit": "mL"},
         "posterior limb of internal capsule": {"left": 0.0, "right": 0.125, "unit": "mL"},
@@ -202,8 +204,9 @@ def test_later_model_sections_render_when_present(predicted_batch, tmp_path):
     assert [row[5] for row in lesions] == ["uncertain" if i % 2 else "confident" for i in range(len(lesions))]
     assert lesions[0][4] == "0.90"
     # And the same report without those keys says they were not computed.
-    plain = Tables(render_case_html(case_context(_without_later_keys(report), header, None, anonymise=False)))
-    assert "burden" not in plain.tables
+    plain = Tables(render_case_html(case_context(report, header, None, anonymise=False)))
+    # Today's predict writes the motor-pathway burden (shmn.reporting.motor): its table, both sides, and the totals.
+    assert [row[0] for row in plain.tables["burden"][1:]] == [*REGION_NAMES.values(), "All motor regions"]
     # Brain volume comes from brain extraction (today's predict writes it); the later keys do not.
     plain_brain = dict(r for r in plain.tables["findings"] if len(r) == 2)["Brain"]
     brain_ml = (report.get("brain") or {}).get("volume_ml")

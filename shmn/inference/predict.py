@@ -28,6 +28,7 @@ from shmn.errors import ShmnError
 from shmn.inference.brain import brain_fields, template_on_native
 from shmn.inference.calibration import calibrate_macs, calibration_from_card
 from shmn.inference.engine import InferenceOptions, InferenceResult, run_inference
+from shmn.inference.motor import case_motor_burden
 from shmn.measures.lesions import density_peaks, lesion_centres
 from shmn.measures.lesion_uncertainty import REVIEW_DISAGREEMENT, REVIEW_UNCERTAINTY_BITS, ReviewThresholds, lesion_review
 from shmn.io.digest import sha256_of
@@ -280,6 +281,7 @@ class _Analysis:
     brain: sitk.Image | None = None  # the extracted brain on the input's grid
     template_outline: sitk.Image | None = None  # the registered template brain on the input's grid (overview)
     review: sitk.Image | None = None  # the lesions flagged for review (model unsure), for the overview
+    motor: object | None = None  # shmn.inference.motor.CaseMotorBurden (None: the model has no lesion output)
 
 
 def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predictor, options: PredictOptions, timings: dict,
@@ -325,10 +327,12 @@ def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predict
         warnings=list(predictor.warnings) + [w for w in [prep.quality.get("warning")] if w] + list(result.warnings),
         brain=brain_fields(prep, native),
     )
+    motor = case_motor_burden(result.pvl_probability, prep, native, options.pvl_threshold, result.macs_probability is not None)
+    fields["burden"] = motor.report_fields if motor else None
     timings["postprocess"] += time.perf_counter() - tick
     kept = {k: v for k, v in probabilities.items() if options.probabilities}
     brain = prep.brain_native.mask if prep.brain_native is not None else None
-    return _Analysis(pvl, ventricles, fields, kept, brain, template_on_native(prep, native), review)
+    return _Analysis(pvl, ventricles, fields, kept, brain, template_on_native(prep, native), review=review, motor=motor)
 
 
 def _write_outputs(folder: Path, native: sitk.Image, analysis: _Analysis, predictor: Predictor, timings: dict, start: float,
@@ -342,10 +346,12 @@ def _write_outputs(folder: Path, native: sitk.Image, analysis: _Analysis, predic
     for task, probability in analysis.probabilities.items():
         sitk.WriteImage(sitk.Cast(probability, sitk.sitkFloat32), str(folder / PROBABILITY_FILES[task]), True)
     lesions = analysis.report_fields["lesions"]
-    caption = overview_caption(build_report(**analysis.report_fields, timings_s=timings), predictor.info)
+    draft = build_report(**analysis.report_fields, timings_s=timings)
+    caption = overview_caption(draft, predictor.info)
     focus = lesions[0]["centre_ras_mm"] if lesions else None
     render_overview(folder / OUTPUT_FILES["overview"], native, analysis.pvl, analysis.ventricles, focus, caption,
-                    brain=analysis.brain, template_brain=analysis.template_outline, review=analysis.review)
+                    brain=analysis.brain, template_brain=analysis.template_outline, review=analysis.review,
+                    motor_regions=analysis.motor.regions_native if analysis.motor else None, motor_report=draft)
     timings["write"] = time.perf_counter() - tick
     timings["total"] = time.perf_counter() - start
     report = build_report(**analysis.report_fields, timings_s=timings)

@@ -5,8 +5,10 @@ self-contained page, images as data URIs, no script, no external reference: it o
 stick) and the A4 PDF (shmn.reporting.pdf, matplotlib only, so the engine needs no browser).
 Sections a later model adds to report.json (``brain.volume_ml``, ``macs.calibrated``,
 ``macs.regional_burden``, per-lesion ``review``/``mean_probability``/``uncertainty``/``region``) are shown when present
-and marked "not computed by this model" when not. Nothing here invents a number: every figure on the
-page is read from report.json.
+and marked "not computed by this model" when not; the motor-pathway burden table and the burden MACS
+estimate come from ``motor_burden`` / ``macs_from_burden`` / ``macs_primary`` (shmn.reporting.motor) and take
+the place of a ``macs.regional_burden``. Nothing here invents a number: every figure on the page is read
+from report.json.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import SimpleITK as sitk
 
 from shmn import __version__
 from shmn.io.atomic import write_text
+from shmn.reporting.motor import burden_estimate, burden_table
 from shmn.reporting.patient import PatientHeader, read_patient_header
 from shmn.reporting.regions import lesion_regions
 
@@ -179,7 +182,8 @@ def case_context(report: dict, header: PatientHeader, planes_png: Optional[bytes
             "group": f"{group} ({macs['groups'][group]})" if group else "not predicted by this model",
             "probability": _fmt(model_output_probability(macs), 2),
             "calibrated": calibrated_macs(macs),
-            "burden": regional_burden(macs),
+            "burden": burden_table(report) or regional_burden(macs),  # report.json's motor_burden (shmn.reporting.motor)
+            "from_burden": burden_estimate(report),
         },
         "volumes": [
             ("PVL lesions, total", _fmt(pvl.get("volume_ml"), 2, " mL")),

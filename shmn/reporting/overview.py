@@ -8,6 +8,9 @@ resampled, never the whole volume. Uses matplotlib's object API (no pyplot globa
 Two outlines show at a glance whether preprocessing worked: the extracted brain (green) and the
 MNI152 template brain where registration put it (dashed yellow). On a good case they agree; a
 template outline in the scalp means the registration failed, whatever its check said.
+
+With the motor regions (shmn.reporting.motor) the regions that carry lesion are outlined in
+their colours and a line lists the largest motor-pathway burdens (the burden MACS estimate is in the caption).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from shmn.io.volume_io import ras_to_lps
+from shmn.reporting.motor import burden_summary, draw_regions, lesioned_codes
 from shmn.terminology import LATERAL_VENTRICLES, PVL_LESION
 
 MAX_PIXELS = 320  # per side of a panel
@@ -84,12 +88,17 @@ def render_overview(
     brain: sitk.Image | None = None,
     template_brain: sitk.Image | None = None,
     review: sitk.Image | None = None,
+    motor_regions: sitk.Image | None = None,
+    motor_report: dict | None = None,
 ) -> Path:
     """Write the PNG; ``focus_ras`` (mm) is where the three planes cross (None: the volume's centre).
 
     ``brain`` and ``template_brain`` (masks on any grid) are drawn as outlines when given; ``review``
-    (the flagged lesions' mask) is painted magenta over the red PVL and named in the legend.
+    (the flagged lesions' mask) is painted magenta over the red PVL and named in the legend;
+    ``motor_regions`` (region codes on any grid) and ``motor_report`` (report.json) add the motor burden.
     """
+    motor_colours = lesioned_codes(motor_report) if motor_regions is not None and motor_report else {}
+    motor_text = burden_summary(motor_report) if motor_report else None
     low, high = _physical_bounds(image)
     if focus_ras is None:
         focus_lps = (low + high) / 2.0
@@ -120,6 +129,8 @@ def render_overview(
             outline = _sample(sitk.Cast(mask, sitk.sitkFloat32), reference, sitk.sitkLinear, plane.normal_axis)
             if outline.min() < 0.5 < outline.max():
                 ax.contour(outline, levels=[0.5], colors=[color], linestyles=style, linewidths=1.0)
+        if motor_colours:
+            draw_regions(ax, _sample(motor_regions, reference, sitk.sitkNearestNeighbor, plane.normal_axis), motor_colours)
         ax.set_title(plane.title, color="white", fontsize=11)
         ax.text(0.01, 0.5, plane.left, color="yellow", transform=ax.transAxes, va="center", fontsize=10)
         ax.text(0.99, 0.5, plane.right, color="yellow", transform=ax.transAxes, va="center", ha="right", fontsize=10)
@@ -130,6 +141,8 @@ def render_overview(
     if flagged:
         figure.text(0.99, 0.005, REVIEW_LEGEND, color=REVIEW_COLOUR, ha="right", va="bottom", fontsize=8)
     figure.text(0.5, 0.035, caption, color="white", ha="center", va="bottom", fontsize=10, wrap=True)
-    figure.subplots_adjust(left=0.01, right=0.99, top=0.92, bottom=0.14, wspace=0.03)
+    if motor_text:
+        figure.text(0.5, 0.12, motor_text, color="white", ha="center", va="bottom", fontsize=8)
+    figure.subplots_adjust(left=0.01, right=0.99, top=0.92, bottom=0.18 if motor_text else 0.14, wspace=0.03)
     figure.savefig(str(path), facecolor=figure.get_facecolor())
     return Path(path)

@@ -120,11 +120,16 @@ def write_case_pdf(path: str | os.PathLike, context: dict, planes_png: Optional[
         calibrated = macs["calibrated"]
         rows = [("MACS group (model)", macs["group"]), ("p(severe), model output", macs["probability"]),
                 ("p(severe), calibrated", f"{calibrated['probability']} -> {calibrated['group']}" if calibrated else "— not computed by this model")]
+        if macs.get("from_burden"):
+            rows += [("p(severe), from motor-pathway burden", f"{macs['from_burden']['probability']} -> {macs['from_burden']['group']}"),
+                     ("Primary MACS estimate", macs["from_burden"]["primary"])]
         pages.table(None, rows + list(context["volumes"]), (0.4, 0.6))
         if macs["burden"]:
             pages.heading("Regional lesion burden behind the MACS prediction")
             pages.table(("Region", "Left", "Right", "Total", "Unit"),
                         [(r["region"], r["left"], r["right"], r["total"], r["unit"]) for r in macs["burden"]], (0.36, 0.16, 0.16, 0.16, 0.16))
+            if macs.get("from_burden"):
+                pages.paragraph(f"Regions: {macs['from_burden']['note']}.", size=8, color="#555555")
         pages.heading("Lesions")
         if context["lesions"]:
             pages.table(("#", "Volume (mL)", "Centre R, A, S (mm)", "Region", "Mean p", "Uncertainty"),

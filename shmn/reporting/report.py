@@ -6,6 +6,10 @@ carries a calibration), macs.group, macs.calibrated, macs.calibration; pvl.volum
 model.name/version/sha256; preprocessing (params, registration quality); timings_s; disclaimer; brain
 (volume_ml, extraction method/version, intracranial_volume_ml where the whole head is in view) and
 registration (ok, figures, warning: a failed check is never silent).
+motor_burden (lesion mL, region mL and share per motor region and side, totals; in template space, regions
+approximated from the Juelich and Desikan-Killiany atlases: shmn.measures.motor_regions), macs_from_burden
+(the second, interpretable MACS estimate: probability_severe, group, score, terms, weights) and macs_primary
+("network" or "burden": which of the two MACS estimates the report leads with; shmn.measures.burden_macs).
 A task the model does not have is reported as null, never as a made-up zero.
 """
 
@@ -29,6 +33,7 @@ SUMMARY_COLUMNS = (
     "registration_nmi",
     "seconds",
 )
+NO_BURDEN = {"motor_burden": None, "macs_from_burden": None, "macs_primary": "network"}  # a model without lesion output
 SYNTHETIC_CAPTION = "synthetic-trained model, not for clinical use"
 RESEARCH_CAPTION = "research model, not validated for clinical use"
 
@@ -106,6 +111,7 @@ def build_report(
     warnings: list[str],
     brain: dict | None = None,
     macs_calibration: dict | None = None,
+    burden: dict | None = None,
 ) -> dict:
     """The report as a JSON-ready dict (volumes in mL, positions in RAS mm)."""
     return {
@@ -119,6 +125,7 @@ def build_report(
             # {calibrated: bool, calibration: method, parameters, fit, raw probability | note} (shmn.inference.calibration)
             **(macs_calibration or {}),
         },
+        **(burden or NO_BURDEN),  # motor_burden, macs_from_burden, macs_primary (shmn.inference.motor)
         "pvl": {
             "volume_ml": _round(pvl_volume_ml),
             "lesion_count": None if pvl_volume_ml is None else len(lesions),
@@ -195,6 +202,10 @@ def findings(report: dict, describe_group: bool = False) -> list[str]:
             parts.append(f"MACS: {macs['group']} ({macs['groups'][macs['group']]}, p(severe) = {macs['probability_severe']:.2f})")
         else:
             parts.append(f"MACS {macs['group']} (p(severe) {macs['probability_severe']:.2f})")
+    from_burden = report.get("macs_from_burden")
+    if from_burden:
+        primary = " (primary)" if report.get("macs_primary") == "burden" else " (secondary)"
+        parts.append(f"MACS from motor burden{primary}: {from_burden['group']} (p {from_burden['probability_severe']:.2f})")
     if pvl["volume_ml"] is not None:
         parts.append(f"PVL {pvl['volume_ml']:.2f} mL in {pvl['lesion_count']} lesion(s)")
     if report["ventricles"]["volume_ml"] is not None:

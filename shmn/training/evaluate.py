@@ -6,7 +6,8 @@ case's NATIVE voxel grid and thresholded at predict's MASK_THRESHOLD) and is com
 manifest's masks, so the numbers describe what a user gets. Metrics
 (shmn.measures.metrics): PVL Dice, HD95 (mm), lesion-wise F1, absolute volume difference (%), volumes (mL);
 ventricle Dice; MACS accuracy, F1, AUC and ECE over the split. A metric is skipped for a case that
-lacks its label or a model that lacks the task.
+lacks its label or a model that lacks the task. Each case also records ``macs_from_burden``, the burden
+MACS estimate on its predicted lesions (shmn.measures.burden_macs; ranked by ``rank_estimates``).
 """
 
 from __future__ import annotations
@@ -137,7 +138,8 @@ def evaluate_sample(predictor, sample: Sample, device: str, cache=None) -> dict:
     """One case's metrics; ``cache`` (a CaseCache with the model card's preprocessing) supplies, and keeps,
     the preprocessed image, so that several models evaluated on one cohort preprocess it once."""
     from shmn.inference.calibration import calibrate_macs, calibration_from_card
-    from shmn.inference.predict import PredictOptions, predict_native
+    from shmn.inference.motor import burden_macs_probability
+    from shmn.inference.predict import MASK_THRESHOLD, PredictOptions, predict_native
 
     tick = time.perf_counter()
     native = read_volume(sample.image)
@@ -157,6 +159,8 @@ def evaluate_sample(predictor, sample: Sample, device: str, cache=None) -> dict:
         # What the report gives: the calibrated probability when the model's card holds a calibration.
         "macs_probability": calibrate_macs(prediction.result.macs_probability, prediction.result.macs_logit,
                                            calibration_from_card(predictor.card, predictor.info.file))[0],
+        # The second, interpretable estimate: the burden score on the predicted lesions' motor-pathway burden.
+        "macs_from_burden": burden_macs_probability(prediction.result.pvl_probability, prediction.prep, MASK_THRESHOLD),
         "macs_true": sample.macs,
         "registration_ok": bool(prediction.prep.quality.get("ok", True)),
         "seconds": round(time.perf_counter() - tick, 3),

@@ -1,0 +1,108 @@
+"""Fit the burden MACS score (shmn.measures.burden_macs) on the training phantom cohort's ground truth.
+
+    .venv/bin/python benchmarks/fit_burden_macs.py --work /tmp/burden-fit [--n 40] [--model shmn4-fast-phantom]
+
+1. `shmn phantom -o WORK/cohort --size paper --seed 0 --n-pvl 1 --n-macs N --n-ventricle-labels 0`: the
+   training cohort's generator and seed, dataset 2 (MACS) only, N cases.
+2. Each MACS case preprocessed as `shmn predict` does with MODEL's card (brain extraction, registration to
+   MNI152, its model grid); the ground-truth lesion mask brought onto the model grid through the same
+   registration (linear, then >= 0.5, inside the brain: a perfect model's template-space lesion mask).
+3. Motor burden per region (shmn.measures.motor_regions); logistic fit of the OBSERVED MACS group (the
+   label training sees, 10 % flipped) on lesion mL per region, weights >= 0, L2 0.1.
+Prints the constants to paste into shmn/measures/burden_macs.py, the in-sample and leave-one-out AUC, and
+writes WORK/burden-fit.json with every case's burden.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def phantom(work: Path, n: int) -> Path:
+    cohort = work / "cohort"
+    if not (cohort / "cohort.json").exists():
+        subprocess.run([sys.executable, "-m", "shmn", "phantom", "-o", str(cohort), "--size", "paper", "--seed", "0",
+                        "--n-pvl", "1", "--n-macs", str(n), "--n-ventricle-labels", "0", "-q"], check=True)
+    return cohort
+
+
+def case_burden(image: Path, truth: Path, predictor) -> dict:
+    import SimpleITK as sitk
+
+    from shmn.inference.predict import MASK_THRESHOLD
+    from shmn.io.volume_io import read_volume
+    from shmn.measures.motor_regions import motor_burden
+    from shmn.preprocessing.preprocess import preprocess
+
+    native = read_volume(image)
+    prep = preprocess(native, predictor.preprocess, source=str(image))
+    mask = sitk.Cast(sitk.ReadImage(str(truth)) > 0, sitk.sitkFloat32)
+    on_grid = sitk.GetArrayFromImage(sitk.Resample(mask, prep.reference, prep.transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+    burden = motor_burden((on_grid >= MASK_THRESHOLD) & prep.brain, prep.reference)
+    return {"burden": burden, "registration_ok": bool(prep.quality.get("ok", True))}
+
+
+def leave_one_out(features: np.ndarray, labels: np.ndarray) -> list[float]:
+    from shmn.measures.burden_macs import fit_burden_model
+
+    out = []
+    for i in range(len(labels)):
+        keep = np.arange(len(labels)) != i
+        model = fit_burden_model(features[keep], labels[keep])
+        out.append(float(1.0 / (1.0 + np.exp(-(model.intercept + features[i] @ np.array(list(model.weights_per_ml.values())))))))
+    return out
+
+
+def main() -> None:
+    from shmn.inference.predict import load_predictor
+    from shmn.measures.burden_macs import fit_burden_model
+    from shmn.measures.metrics import macs_metrics
+    from shmn.measures.motor_regions import REGIONS
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", required=True, type=Path)
+    parser.add_argument("--n", type=int, default=40, help="MACS cases of the phantom cohort (default 40)")
+    parser.add_argument("--model", default=None, help="whose preprocessing and grid (default: the registry's default model)")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    cohort = phantom(args.work, args.n)
+    records = [r for r in json.loads((cohort / "cohort.json").read_text())["cases"] if r["dataset"] == "macs"]
+    predictor = load_predictor(args.model)
+    rows = []
+    for r in records:
+        measured = case_burden(cohort / "macs" / "images" / f"{r['id']}.nii.gz", cohort / "macs" / "groundtruth" / "pvl" / f"{r['id']}.nii.gz", predictor)
+        burden = measured["burden"]
+        rows.append({"id": r["id"], "macs_observed": r["macs_group"], "macs_true": r["macs_group_true"],
+                     "phantom_motor_burden_ml": r["motor_burden_ml"], "lesion_volume_ml": r["lesion_volume_ml"],
+                     "registration_ok": measured["registration_ok"],
+                     "lesion_ml": {region: round(burden.lesion_ml(region), 4) for region in REGIONS}, "motor_burden": burden.to_json()})
+        print(f"{r['id']}: {r['macs_group']:6s} " + " ".join(f"{k}={v:.3f}" for k, v in rows[-1]["lesion_ml"].items()), flush=True)
+    features = np.array([[row["lesion_ml"][region] for region in REGIONS] for row in rows])
+    observed = np.array([row["macs_observed"] == "severe" for row in rows], dtype=float)
+    true = np.array([row["macs_true"] == "severe" for row in rows], dtype=float)
+    model = fit_burden_model(features, observed)
+    fitted = 1.0 / (1.0 + np.exp(-(model.intercept + features @ np.array([model.weights_per_ml[r] for r in REGIONS]))))
+    loo = leave_one_out(features, observed)
+    result = {
+        "n": len(rows), "grid": predictor.info.grid, "intercept": round(model.intercept, 3),
+        "weights_per_ml": {r: round(w, 3) for r, w in model.weights_per_ml.items()},
+        "in_sample": {"observed": macs_metrics(fitted, observed), "true": macs_metrics(fitted, true)},
+        "leave_one_out": {"observed": macs_metrics(loo, observed), "true": macs_metrics(loo, true)},
+        "cases": rows,
+    }
+    (args.work / "burden-fit.json").write_text(json.dumps(result, indent=1))
+    print(f"\nBURDEN_MACS_INTERCEPT = {result['intercept']}\nBURDEN_MACS_WEIGHTS_PER_ML = {json.dumps(result['weights_per_ml'])}")
+    for name in ("in_sample", "leave_one_out"):
+        for labels in ("observed", "true"):
+            m = result[name][labels]
+            print(f"{name:13s} vs {labels:8s} groups: AUC {m['auc']:.3f}  accuracy {m['accuracy']:.3f}  (n {m['n']})")
+
+
+if __name__ == "__main__":
+    main()

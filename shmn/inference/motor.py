@@ -1,0 +1,57 @@
+"""The motor-pathway burden of one predicted case (issue 13, "MACS explained").
+
+The template-space lesion mask is the model-grid lesion probability at the predictor's threshold, inside
+the brain; the burden in the motor regions (shmn.measures.motor_regions) and the second MACS estimate
+(shmn.measures.burden_macs) come from it. The regions that carry lesion are also carried onto the
+input's grid for overview.png, through the case's registration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import SimpleITK as sitk
+
+from shmn.measures.burden_macs import SHIPPED_BURDEN_MODEL, burden_report_fields
+from shmn.measures.motor_regions import CODES, MotorBurden, motor_burden, template_fractions
+from shmn.preprocessing.preprocess import PreprocessedCase, to_native
+
+
+@dataclass(frozen=True)
+class CaseMotorBurden:
+    burden: MotorBurden
+    report_fields: dict  # motor_burden, macs_from_burden, macs_primary (report.json)
+    regions_native: sitk.Image  # uint8 region codes (shmn.measures.motor_regions.CODES) on the input's grid
+
+
+def template_lesion_mask(probability: np.ndarray, prep: PreprocessedCase, threshold: float) -> np.ndarray:
+    """The lesion mask in template space: the model-grid probability at ``threshold``, inside the brain."""
+    return (np.asarray(probability) >= threshold) & prep.brain
+
+
+def regions_on_native(prep: PreprocessedCase, native: sitk.Image) -> sitk.Image:
+    """Each model voxel labelled with the region covering most of it (at least half), carried onto the input's grid."""
+    fractions = template_fractions(prep.reference)
+    codes = np.array(sorted(CODES.values()), dtype=np.uint8)
+    labels = np.where(fractions.max(axis=0) >= 0.5, codes[np.argmax(fractions, axis=0)], 0).astype(np.uint8)
+    return to_native(labels, prep, native)
+
+
+def case_motor_burden(probability: Optional[np.ndarray], prep: PreprocessedCase, native: sitk.Image,
+                      threshold: float, network_macs: bool = True) -> Optional[CaseMotorBurden]:
+    """None when the model has no lesion output (``probability`` None); ``network_macs``: the model has a MACS head."""
+    if probability is None:
+        return None
+    burden = motor_burden(template_lesion_mask(probability, prep, threshold), prep.reference)
+    fields = burden_report_fields(burden, network_available=network_macs)
+    return CaseMotorBurden(burden, fields, regions_on_native(prep, native))
+
+
+def burden_macs_probability(probability: Optional[np.ndarray], prep: PreprocessedCase, threshold: float) -> Optional[float]:
+    """The burden MACS estimate alone (no overview regions): what `shmn evaluate` records per case."""
+    if probability is None:
+        return None
+    burden = motor_burden(template_lesion_mask(probability, prep, threshold), prep.reference)
+    return SHIPPED_BURDEN_MODEL.probability(burden)

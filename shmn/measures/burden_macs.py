@@ -1,0 +1,132 @@
+"""A second, interpretable MACS estimate: a logistic score on the lesion burden in the motor pathways.
+
+    logit p(severe) = intercept + sum over regions of weight[region] * lesion mL in that region (both sides)
+
+Weights are non-negative (more lesion in a motor pathway never lowers the risk), so each one reads
+as "every mL of lesion in this region multiplies the odds of MACS III-V by exp(weight)". They were
+fitted by ``benchmarks/fit_burden_macs.py`` on ground-truth lesion masks of the synthetic training
+phantom cohort; like the network's MACS head, it knows only synthetic data.
+
+Which estimate the report calls primary is one constant, MACS_PRIMARY: the network's until the
+out-of-distribution cohort shows the burden score ranks cases better (``rank_estimates``,
+``benchmarks/ood_compare.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from shmn.measures.motor_regions import REGIONS, MotorBurden
+
+ESTIMATES = ("network", "burden")  # the two MACS estimates in report.json
+MACS_PRIMARY = "network"  # set by the lead after benchmarks/ood_compare.py on the OOD cohort
+GROUP_THRESHOLD = 0.5  # as the network's: p > 0.5 -> severe (MACS III-V)
+
+# Fitted by: python benchmarks/fit_burden_macs.py --work /tmp/burden-fit --n 40
+# (shmn phantom --size paper --seed 0 --n-pvl 1 --n-macs 40 --n-ventricle-labels 0: ground-truth lesion masks
+# brought onto the shipped model's 2 mm grid through each case's registration, observed MACS groups with
+# their 10 % label noise; L2 penalty 0.1, weights >= 0). Its output: leave-one-out AUC 0.719 against the
+# observed groups and 0.833 against the noise-free ones (n 40, 17 / 12 severe); in-sample 0.788 / 0.884.
+BURDEN_MACS_INTERCEPT = -1.941
+BURDEN_MACS_WEIGHTS_PER_ML = {
+    "corticospinal_plic": 1.237,
+    "thalamic_radiations": 0.747,
+    "central_corona_radiata": 2.177,
+}
+BURDEN_MACS_FITTED_BY = "benchmarks/fit_burden_macs.py --n 40 (shmn phantom --size paper --seed 0, ground-truth masks)"
+
+
+@dataclass(frozen=True)
+class BurdenModel:
+    intercept: float
+    weights_per_ml: dict  # region -> weight per mL of lesion (both sides together)
+
+    def features(self, burden: MotorBurden) -> np.ndarray:
+        return np.array([burden.lesion_ml(region) for region in REGIONS])
+
+    def score(self, burden: MotorBurden) -> float:
+        """The logit of p(severe)."""
+        return float(self.intercept + sum(self.weights_per_ml[r] * burden.lesion_ml(r) for r in REGIONS))
+
+    def probability(self, burden: MotorBurden) -> float:
+        return 1.0 / (1.0 + math.exp(-self.score(burden)))
+
+
+SHIPPED_BURDEN_MODEL = BurdenModel(BURDEN_MACS_INTERCEPT, dict(BURDEN_MACS_WEIGHTS_PER_ML))
+
+
+def macs_from_burden(burden: MotorBurden, model: BurdenModel = SHIPPED_BURDEN_MODEL) -> dict:
+    """report.json's ``macs_from_burden``: probability, group, the score and each region's share of it."""
+    probability = model.probability(burden)
+    return {
+        "probability_severe": round(probability, 4),
+        "group": "severe" if probability > GROUP_THRESHOLD else "mild",
+        "threshold": GROUP_THRESHOLD,
+        "score": round(model.score(burden), 4),
+        "terms": {r: round(model.weights_per_ml[r] * burden.lesion_ml(r), 4) for r in REGIONS},
+        "intercept": model.intercept,
+        "weights_per_ml": dict(model.weights_per_ml),
+        "method": "logistic score on motor-pathway lesion mL (both sides), non-negative weights",
+        "fitted_on": BURDEN_MACS_FITTED_BY + "; synthetic data only",
+    }
+
+
+def primary_estimate(network_available: bool, burden_available: bool) -> str:
+    """MACS_PRIMARY when both estimates exist, else the one that does ("network" when neither)."""
+    if network_available and burden_available:
+        return MACS_PRIMARY
+    return "burden" if burden_available else "network"
+
+
+def burden_report_fields(burden: Optional[MotorBurden], model: BurdenModel = SHIPPED_BURDEN_MODEL,
+                         network_available: bool = True) -> dict:
+    """The report.json entries of this module: motor_burden, macs_from_burden, macs_primary.
+    ``network_available``: whether the network gave its own MACS probability (a model without the MACS head does not)."""
+    return {
+        "motor_burden": None if burden is None else burden.to_json(),
+        "macs_from_burden": None if burden is None else macs_from_burden(burden, model),
+        "macs_primary": primary_estimate(network_available, burden is not None),
+    }
+
+
+def fit_burden_model(features: np.ndarray, labels: Sequence[float], l2: float = 0.1) -> BurdenModel:
+    """Maximum-likelihood logistic fit (weights >= 0, L2 penalty ``l2`` on the weights) of (n, len(REGIONS)) lesion mL."""
+    from scipy.optimize import minimize
+
+    x = np.asarray(features, dtype=float)
+    y = np.asarray(labels, dtype=float)
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        z = theta[0] + x @ theta[1:]
+        p = 1.0 / (1.0 + np.exp(-z))
+        nll = float(np.sum(np.logaddexp(0.0, z) - y * z)) + l2 * float(theta[1:] @ theta[1:])
+        gradient = np.concatenate([[np.sum(p - y)], x.T @ (p - y) + 2 * l2 * theta[1:]])
+        return nll, gradient
+
+    bounds = [(None, None)] + [(0.0, None)] * x.shape[1]
+    result = minimize(loss, np.zeros(x.shape[1] + 1), jac=True, method="L-BFGS-B", bounds=bounds)
+    return BurdenModel(float(result.x[0]), {r: float(w) for r, w in zip(REGIONS, result.x[1:])})
+
+
+def rank_estimates(cases: Sequence[dict]) -> dict:
+    """AUC of each MACS estimate over a cohort: cases carry ``macs_true`` (1 severe, 0 mild, or the group name),
+    ``macs_probability`` (the network's) and ``macs_from_burden`` (this module's). Returns
+    {"network": auc, "burden": auc, "n": cases used, "better": the estimate of higher AUC}; None where undefined."""
+    from shmn.measures.metrics import macs_metrics
+
+    def label(value) -> Optional[float]:
+        return {"severe": 1.0, "mild": 0.0}.get(value, value) if value is not None else None
+
+    out: dict = {}
+    for estimate, key in (("network", "macs_probability"), ("burden", "macs_from_burden")):
+        pairs = [(c[key], label(c.get("macs_true"))) for c in cases if c.get(key) is not None and c.get("macs_true") is not None]
+        auc = macs_metrics([p for p, _ in pairs], [y for _, y in pairs])["auc"] if pairs else float("nan")
+        out[estimate] = None if math.isnan(auc) else round(auc, 4)
+        out[f"n_{estimate}"] = len(pairs)
+    ranked = [e for e in ESTIMATES if out[e] is not None]
+    out["better"] = max(ranked, key=lambda e: out[e]) if ranked else None
+    return out
