@@ -97,6 +97,8 @@ def run_case(ref, profile, seed: int, index: int, predictor, template, folder: P
     row["dice_brain_deepbet"] = dice(array(raw), reference_brain)
     row["flagged"] = not prep.quality["ok"]
     row["registration_warning"] = prep.quality.get("warning")
+    row["registration_start"] = prep.quality.get("start")
+    row["brain_mask_dice_check"] = prep.quality.get("brain_mask_dice")
     row["brain_in_view"] = prep.quality.get("brain_in_field_of_view")
     row["dice_brain_default"] = dice(array(prep.brain_native.mask), reference_brain)
     row["preprocess_s"] = prep.timings_s["total"]

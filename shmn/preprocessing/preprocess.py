@@ -35,10 +35,10 @@ from shmn.preprocessing.brain_extraction import (
     constrain_to_template,
     extract_brain,
 )
+from shmn.preprocessing.brain_registration import register_extracted_brain
 from shmn.preprocessing.registration import (
     RegistrationConfig,
     affine_parts,
-    better_registration,
     assess_alignment,
     register_to_template,
 )
@@ -214,13 +214,8 @@ def preprocess(image: sitk.Image, config: PreprocessConfig, source: str = "input
 
     tick = time.perf_counter()
     if config.register:
-        result = register_to_template(native, template, config.registration)
-        if extracted is not None and not result.quality["ok"]:
-            # The extracted brain did not register well (a mask edge can mislead the metric): try the
-            # whole image too, as before brain extraction existed, and keep whichever the check prefers.
-            whole = register_to_template(sitk.Cast(image, sitk.sitkFloat32), template, config.registration)
-            if better_registration(whole.quality, result.quality):
-                result = dataclasses.replace(whole, start=f"{whole.start}, whole image")
+        result = (register_to_template(native, template, config.registration) if extracted is None
+                  else register_extracted_brain(image, extracted, template, config.registration))
         transform, quality = result.transform, dict(result.quality)
         quality["start"] = result.start
     else:
@@ -239,7 +234,10 @@ def preprocess(image: sitk.Image, config: PreprocessConfig, source: str = "input
 
     tick = time.perf_counter()
     # NaN marks grid voxels outside the input's field of view: they cannot count as brain.
-    smoothed = _antialias(native, config.grid.spacing_mm)
+    # With an extracted brain, the input's own voxels go onto the grid, and the brain mask below
+    # bounds them: a masked image fades to 0 wherever extraction missed a rim of brain (a thick
+    # slice at the brain's base), inside the grid's brain, and bends N4's field there (head_007).
+    smoothed = _antialias(sitk.Cast(image, sitk.sitkFloat32) if extracted is not None else native, config.grid.spacing_mm)
     on_grid = sitk.GetArrayFromImage(
         sitk.Resample(smoothed, reference, transform, sitk.sitkLinear, float("nan"), sitk.sitkFloat32)
     )

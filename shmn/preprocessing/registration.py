@@ -52,6 +52,11 @@ class RegistrationConfig:
     min_brain_in_view: float = 0.5               # below: too little of the brain was acquired to judge (or a failure)
     min_nmi: float = 1.04                        # normalised mutual information inside the brain (1 = none)
     scale_range: tuple[float, float] = (0.6, 1.5)  # plausible isotropic scale MNI -> native (children: < 1)
+    # Extracted brain (mapped into MNI space) against the template brain, when an extracted brain is given:
+    # Dice near the template brain (leaks further out than brain_mask_window_mm do not count; see brain_mask_dice).
+    min_brain_mask_dice: float = 0.9
+    brain_mask_window_mm: float = 10.0
+    refine_passes: int = 2                       # re-registrations of the extracted brain cut to the registered template brain
 
 
 @dataclass
@@ -224,9 +229,35 @@ def head_mask(moving: sitk.Image) -> sitk.Image:
     return mask
 
 
+def brain_mask_dice(transform: sitk.Transform, fixed: sitk.Image, template_brain: np.ndarray, brain_mask: sitk.Image,
+                    cfg: RegistrationConfig) -> float:
+    """Dice of the extracted brain, carried into MNI space, with the template brain, inside the input's field of view.
+
+    Only the extracted brain within ``brain_mask_window_mm`` of the template brain counts: deepbet's
+    leaks into the neck or face (far from any brain) must not fail a good registration, while a
+    registration that is off by a few millimetres, turned or scaled moves the brain's outline and
+    loses Dice all round it. Measured on the head phantoms (README): good registrations > 0.93.
+    """
+    small = block_average(sitk.Cast(brain_mask > 0, sitk.sitkFloat32), cfg.spacing_mm)
+    warped = sitk.GetArrayFromImage(sitk.Resample(small, fixed, transform, sitk.sitkLinear, float("nan"), sitk.sitkFloat32))
+    in_view = np.isfinite(warped)
+    extracted = np.nan_to_num(warped) >= 0.5
+    template_brain = template_brain & in_view
+    spacing = np.array(fixed.GetSpacing())[::-1]
+    near = ndimage.distance_transform_edt(~template_brain, sampling=spacing) <= cfg.brain_mask_window_mm
+    extracted &= near
+    total = int(template_brain.sum()) + int(extracted.sum())
+    return 2.0 * float((template_brain & extracted).sum()) / total if total else 0.0
+
+
 def judge(transform: sitk.Transform, fixed: sitk.Image, mask: sitk.Image, moving: sitk.Image,
-          cfg: RegistrationConfig, metric: float | None, registered: bool = True) -> dict:
-    """Registration figures at the registration resolution, with ok/warning."""
+          cfg: RegistrationConfig, metric: float | None, registered: bool = True,
+          brain_mask: sitk.Image | None = None) -> dict:
+    """Registration figures at the registration resolution, with ok/warning.
+
+    ``brain_mask``: the extracted brain on the input's grid, when there is one: its agreement with
+    the template brain is then checked too (see brain_mask_dice).
+    """
     # GetArrayFromImage (a copy), never a view of a temporary image: the view would outlive its memory.
     brain = sitk.GetArrayFromImage(sitk.BinaryErode(mask, [1, 1, 1])).astype(bool)
     # NaN: outside the input's field of view. A partial acquisition is judged on the part it covers.
@@ -246,6 +277,10 @@ def judge(transform: sitk.Transform, fixed: sitk.Image, mask: sitk.Image, moving
         problems.append(f"normalised mutual information with the template {nmi:.3f} < {cfg.min_nmi}")
     if not cfg.scale_range[0] <= scale <= cfg.scale_range[1]:
         problems.append(f"implausible brain scale {scale:.2f} (expected {cfg.scale_range[0]}-{cfg.scale_range[1]})")
+    mask_dice = None if brain_mask is None else brain_mask_dice(transform, fixed, brain, brain_mask, cfg)
+    if mask_dice is not None and mask_dice < cfg.min_brain_mask_dice:
+        problems.append(f"the extracted brain and the registered template brain overlap only {mask_dice:.2f} "
+                        f"(Dice; expected >= {cfg.min_brain_mask_dice})")
     warning = None
     if problems and registered:
         warning = ("registration to MNI152 looks failed: " + "; ".join(problems)
@@ -258,6 +293,7 @@ def judge(transform: sitk.Transform, fixed: sitk.Image, mask: sitk.Image, moving
         "mattes_mi": None if metric is None else round(metric, 5),
         "nmi": round(nmi, 4), "brain_coverage": round(coverage, 4), "scale": round(scale, 4),
         "template_brain_in_view": round(in_view, 4),
+        **({} if mask_dice is None else {"brain_mask_dice": round(mask_dice, 4)}),
     }
 
 
@@ -272,12 +308,16 @@ def better_registration(q_new: dict, q_old: dict) -> bool:
     return (q_new["ok"], q_new["nmi"]) > (q_old["ok"], q_old["nmi"])
 
 
-def register_to_template(native: sitk.Image, template: sitk.Image, cfg: RegistrationConfig) -> RegistrationResult:
-    """Find the affine MNI -> native transform; quality says whether to trust it."""
+def register_to_template(native: sitk.Image, template: sitk.Image, cfg: RegistrationConfig,
+                         brain_mask: sitk.Image | None = None) -> RegistrationResult:
+    """Find the affine MNI -> native transform; quality says whether to trust it.
+
+    ``brain_mask``: the extracted brain (input grid), judged against the template brain too.
+    """
     fixed, mask = template_pyramid_inputs(template, cfg.spacing_mm)
     moving = block_average(native, cfg.spacing_mm)
     transform, metric = _register_from(fixed, mask, moving, cfg, np.eye(3))
-    result = RegistrationResult(transform, metric, "header", judge(transform, fixed, mask, moving, cfg, metric))
+    result = RegistrationResult(transform, metric, "header", judge(transform, fixed, mask, moving, cfg, metric, brain_mask=brain_mask))
     if result.quality["ok"] or not cfg.retry_rotations:
         return result
     # The header's orientation gave a poor fit: rank the other starting rotations on the coarse level only.
@@ -285,5 +325,5 @@ def register_to_template(native: sitk.Image, template: sitk.Image, cfg: Registra
     axis, degrees = ranked[0]
     transform, metric = _register_from(fixed, mask, moving, cfg, _rotation_matrix(axis, degrees))
     retry = RegistrationResult(transform, metric, f"rotated {degrees:+.0f} deg about {axis}",
-                               judge(transform, fixed, mask, moving, cfg, metric))
+                               judge(transform, fixed, mask, moving, cfg, metric, brain_mask=brain_mask))
     return retry if better_registration(retry.quality, result.quality) else result

@@ -161,7 +161,7 @@ def build_report(
 
 
 def _registration(quality: dict) -> dict:
-    keys = ("ok", "warning", "registered", "nmi", "brain_coverage", "scale", "template_brain_in_view", "start")
+    keys = ("ok", "warning", "registered", "nmi", "brain_coverage", "brain_mask_dice", "scale", "template_brain_in_view", "start")
     return {key: quality.get(key) for key in keys if key in quality} | {"ok": bool(quality.get("ok", False))}
 
 
