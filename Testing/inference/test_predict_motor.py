@@ -39,7 +39,7 @@ def case(anatomy, tmp_path_factory):
 
 
 def test_report_holds_the_motor_burden_and_both_estimates(case):
-    report = json.loads((case["dir"] / "report.json").read_text())
+    report = json.loads((case["dir"] / "report.json").read_text(encoding="utf-8"))
     burden = report["motor_burden"]
     assert [(r["region"], r["side"]) for r in burden["regions"]] == [(region, side) for region in REGIONS for side in SIDES]
     for row in burden["regions"]:
@@ -64,7 +64,7 @@ def test_burden_is_the_model_grid_lesion_mask_measured_in_the_regions(case):
 
 
 def test_case_report_lists_the_burden_table_and_the_primary_estimate(case):
-    html = (case["dir"] / "report.html").read_text()
+    html = (case["dir"] / "report.html").read_text(encoding="utf-8")
     assert 'id="burden"' in html and "Corticospinal tract, posterior limb of internal capsule" in html
     assert 'id="macs-from-burden"' in html and 'id="macs-primary"' in html
     assert "Juelich" in html  # the regions are called approximations, and from which atlases

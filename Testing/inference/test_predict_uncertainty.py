@@ -35,7 +35,7 @@ def predicted(anatomy, tmp_path_factory):
     path = write_case(anatomy, root / "in", "case1")
     out = root / "out"
     assert main(["predict", str(path), "-o", str(out), "--model", str(model), "--device", "cpu", "--quiet", "--probabilities", "--tta"]) == 0
-    return out / "case1", json.loads((out / "case1" / "report.json").read_text())
+    return out / "case1", json.loads((out / "case1" / "report.json").read_text(encoding="utf-8"))
 
 
 def test_report_lesions_carry_probability_uncertainty_and_review(predicted):

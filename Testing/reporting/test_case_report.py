@@ -203,8 +203,11 @@ def test_later_model_sections_render_when_present(predicted_batch, tmp_path):
     lesions = page.tables["lesions"][1:]
     assert [row[5] for row in lesions] == ["uncertain" if i % 2 else "confident" for i in range(len(lesions))]
     assert lesions[0][4] == "0.90"
-    # And the same report without those keys says they were not computed.
-    plain = Tables(render_case_html(case_context(report, header, None, anonymise=False)))
+    # Today's report: the motor burden and each lesion's review from predict itself.
+    today = Tables(render_case_html(case_context(report, header, None, anonymise=False)))
+    assert all(row[5].startswith(("confident (", "review (")) for row in today.tables["lesions"][1:])
+    # And a report without the uncertainty and calibration keys says they were not computed.
+    plain = Tables(render_case_html(case_context(_without_later_keys(report), header, None, anonymise=False)))
     # Today's predict writes the motor-pathway burden (shmn.reporting.motor): its table, both sides, and the totals.
     assert [row[0] for row in plain.tables["burden"][1:]] == [*REGION_NAMES.values(), "All motor regions"]
     # Brain volume comes from brain extraction (today's predict writes it); the later keys do not.

@@ -149,7 +149,7 @@ def test_predict_and_evaluate_use_the_calibration(calibrated, small_cohort, tmp_
     temperature = read_card(output)["calibration"]["parameters"]["temperature"]
     assert macs["probability_severe"] == pytest.approx(expit(logit(raw) / temperature), abs=2e-3)
     assert macs["group"] == ("severe" if macs["probability_severe"] > 0.5 else "mild")
-    written = json.loads((tmp_path / "calibrated" / report["case"] / "report.json").read_text())
+    written = json.loads((tmp_path / "calibrated" / report["case"] / "report.json").read_text(encoding="utf-8"))
     assert written["macs"] == macs
     # `shmn evaluate` scores the calibrated probability: on the fitting split it reproduces the card's ECE.
     results = evaluate(output, [small_cohort / "macs"], split="train", device="cpu", progress=False)
