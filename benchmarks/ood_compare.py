@@ -141,6 +141,21 @@ def template_ventricles_nearby() -> np.ndarray:
     return ndimage.distance_transform_edt(~ventricles, sampling=2.0) <= 12.0
 
 
+def macs_follows_motor_burden(cases: list[dict], records: Path | None) -> dict:
+    """Whether the MACS probability rises with the motor-relevant lesion burden the OOD generator drew
+    (its cases.json ``motor_ml``): Spearman's rank correlation over the cohort (issue 13, item 2)."""
+    if records is None or not records.exists():
+        return {}
+    from scipy.stats import spearmanr
+
+    motor = {case_id: record["motor_ml"] for case_id, record in json.loads(records.read_text(encoding="utf-8")).items()}
+    pairs = [(motor[c["id"]], c["macs_probability"]) for c in cases if c["id"] in motor and c.get("macs_probability") is not None]
+    if len(pairs) < 3:
+        return {}
+    rho = spearmanr(*zip(*pairs)).statistic
+    return {"macs_vs_motor_burden_spearman": None if not np.isfinite(rho) else round(float(rho), 3)}
+
+
 def row(summary: dict) -> dict:
     def mean(key):
         return round(summary[key]["mean"], 3) if key in summary and "mean" in summary[key] else None
@@ -171,7 +186,8 @@ def main() -> None:
             shmn("evaluate", args.model, "--data", *map(str, manifests), "--split", "test", "-o", str(out), "--device", "cpu", "-q",
                  "--cache", str(args.work / "cache"))
         metrics = json.loads(out.read_text())
-        table[f"{tag} | {name}"] = dict(row(metrics["summary"]), macs_burden_auc=rank_estimates(metrics["cases"])["burden"])
+        table[f"{tag} | {name}"] = dict(row(metrics["summary"]), macs_burden_auc=rank_estimates(metrics["cases"])["burden"],
+                                        **macs_follows_motor_burden(metrics["cases"], args.work / "ood" / "cases.json" if name == "ood" else None))
     if not args.skip_baseline:
         near = template_ventricles_nearby()
         prepared = {name: preprocessed_cases(manifests, args.work / "cache") for name, manifests in data.items()}
