@@ -296,7 +296,11 @@ def test_table_values_match_the_report(runs, storage):
     assert rows["Model"][1] == f"{report['model']['name']} {report['model']['version']}"
     assert rows["Model sha256"][1] == report["model"]["sha256"]
     assert rows["Case report"][1] == str(facts["case_dir"] / "report.html")
-    assert len(facts["rows"]) == len(lesions) + 8
+    # The motor-pathway burden: the second MACS estimate, which one is primary, each region and side, all regions.
+    burden = report["motor_burden"]
+    assert rows["Primary MACS estimate"][1] and rows["MACS group, from motor burden"][1] == report["macs_from_burden"]["group"]
+    assert float(rows["Motor burden: all regions"][1]) == pytest.approx(burden["totals"]["both"]["lesion_ml"], abs=1e-3)
+    assert len(facts["rows"]) == len(lesions) + 8 + 3 + len(burden["regions"]) + 1
 
 
 @pytest.mark.parametrize("storage", ["positive"])
@@ -548,7 +552,7 @@ def test_engine_is_found_in_the_repository_and_commanded_as_documented(tmp_path)
     assert env["PYTHONPATH"].split(os.pathsep) == [str(engine.root), "/elsewhere"]
     # The command really is the engine's: its help names the documented options.
     help_text = subprocess.run(predictCommand(engine, Path("x"), Path("y"))[:4] + ["--help"], env=env,
-                               capture_output=True, text=True, timeout=60).stdout
+                               capture_output=True, text=True, timeout=180).stdout
     assert all(option in help_text for option in ("--model", "--device", "--no-register", "-o"))
 
 

@@ -197,15 +197,18 @@ def findings(report: dict, describe_group: bool = False) -> list[str]:
     macs = report["macs"]
     pvl = report["pvl"]
     parts = []
-    if macs["group"] is not None:
-        if describe_group:
-            parts.append(f"MACS: {macs['group']} ({macs['groups'][macs['group']]}, p(severe) = {macs['probability_severe']:.2f})")
-        else:
-            parts.append(f"MACS {macs['group']} (p(severe) {macs['probability_severe']:.2f})")
     from_burden = report.get("macs_from_burden")
-    if from_burden:
-        primary = " (primary)" if report.get("macs_primary") == "burden" else " (secondary)"
-        parts.append(f"MACS from motor burden{primary}: {from_burden['group']} (p {from_burden['probability_severe']:.2f})")
+    burden_primary = bool(from_burden) and report.get("macs_primary") == "burden"
+    if from_burden and burden_primary:  # the primary estimate comes first
+        parts.append(f"MACS from motor burden (primary): {from_burden['group']} (p {from_burden['probability_severe']:.2f})")
+    if macs["group"] is not None:
+        head = "MACS, network head (secondary)" if burden_primary else "MACS"
+        if describe_group:
+            parts.append(f"{head}: {macs['group']} ({macs['groups'][macs['group']]}, p(severe) = {macs['probability_severe']:.2f})")
+        else:
+            parts.append(f"{head} {macs['group']} (p(severe) {macs['probability_severe']:.2f})")
+    if from_burden and not burden_primary:
+        parts.append(f"MACS from motor burden (secondary): {from_burden['group']} (p {from_burden['probability_severe']:.2f})")
     if pvl["volume_ml"] is not None:
         parts.append(f"PVL {pvl['volume_ml']:.2f} mL in {pvl['lesion_count']} lesion(s)")
     if report["ventricles"]["volume_ml"] is not None:
