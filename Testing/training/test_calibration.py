@@ -125,6 +125,14 @@ def test_calibrate_writes_a_new_model_whose_card_holds_the_calibration(calibrate
     assert card["version"] == read_card(source)["version"] + "+calibrated"
     figure = output.with_name("tiny-calibrated.reliability.png")
     assert entry["reliability_diagram"] == figure.name and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The train cases with a ventricle mask chose the ventricle operating threshold.
+    from shmn.training.calibration import VENTRICLE_THRESHOLDS
+
+    with_ventricles = [s.id for s in split_samples(load_manifests([small_cohort / "macs"]), "train") if s.ventricles is not None]
+    assert with_ventricles, "the small cohort's MACS train split should hold ventricle masks"
+    thresholds = card["operating_thresholds"]
+    assert thresholds["ventricles"] in VENTRICLE_THRESHOLDS and thresholds["cases"] == with_ventricles and thresholds["split"] == "train"
+    assert max(thresholds["mean_dice"].values()) == thresholds["mean_dice"][f"{thresholds['ventricles']:g}"]
     # Same weights: only the card differs.
     from safetensors.numpy import load_file
 
@@ -151,6 +159,9 @@ def test_predict_and_evaluate_use_the_calibration(calibrated, small_cohort, tmp_
     assert macs["group"] == ("severe" if macs["probability_severe"] > 0.5 else "mild")
     written = json.loads((tmp_path / "calibrated" / report["case"] / "report.json").read_text(encoding="utf-8"))
     assert written["macs"] == macs
+    # The ventricle mask is thresholded at the card's operating threshold (0.5 without one), and says so.
+    assert plain["thresholds"]["ventricle_probability"] == 0.5
+    assert report["thresholds"]["ventricle_probability"] == read_card(output)["operating_thresholds"]["ventricles"]
     # `shmn evaluate` scores the calibrated probability: on the fitting split it reproduces the card's ECE.
     results = evaluate(output, [small_cohort / "macs"], split="train", device="cpu", progress=False)
     assert results["summary"]["macs"]["ece"] == pytest.approx(read_card(output)["calibration"]["ece_after"], abs=2e-3)
@@ -176,3 +187,22 @@ def test_calibrate_needs_both_groups(small_cohort, tmp_path, capsys):
     assert cli_main(args) == 2
     assert "calibration needs at least 2, of both groups" in capsys.readouterr().err
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_an_under_confident_ventricle_map_gets_a_lower_operating_threshold():
+    """A head that ranks voxels right but never reaches 0.5 (the randomised model's ventricles): 0.5 finds
+    nothing, the chosen threshold finds the ventricles."""
+    from shmn.training.calibration import choose_threshold
+
+    rng = np.random.default_rng(0)
+    references, probabilities = [], []
+    for _ in range(2):
+        reference = np.zeros((20, 20, 20), bool)
+        reference[6:14, 5:15, 7:12] = True
+        probabilities.append(np.where(reference, 0.35, 0.02) + rng.uniform(-0.01, 0.01, reference.shape))
+        references.append(reference)
+    threshold, dice_by_threshold = choose_threshold(probabilities, references)
+    assert dice_by_threshold["0.5"] == 0.0 and 0.05 < threshold < 0.35 and dice_by_threshold[f"{threshold:g}"] == 1.0
+    # A confident map keeps the default (ties go to the threshold nearest 0.5).
+    confident = [np.where(r, 0.95, 0.01) for r in references]
+    assert choose_threshold(confident, references)[0] == 0.5

@@ -42,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
     if entry["ece_after"] > entry["ece_before"]:
         # The fit minimises NLL; binned ECE on a few dozen cases is noisy and can rise while NLL falls.
         print(f"note: ECE rose on the fitting cases; with {entry['n_cases']} cases judge it on another split (`shmn evaluate`)")
+    thresholds = entry.get("operating_thresholds")
+    if thresholds:
+        print(f"ventricle operating threshold {thresholds['ventricles']:g} (best mean Dice {thresholds['mean_dice'][format(thresholds['ventricles'], 'g')]:.3f} "
+              f"on {len(thresholds['cases'])} {thresholds['split']} cases with a ventricle mask; 0.5 gave {thresholds['mean_dice']['0.5']:.3f})")
     print(f"model:       {args.output} sha256 {entry['sha256']}")
     print(f"reliability: {reliability_path(args.output)}")
     return 0

@@ -71,7 +71,7 @@ class PredictOptions:
     sliding_window: bool = False
     cpu_bf16: bool | None = None  # None: bf16 autocast on CPUs with native bf16 (see shmn.inference.engine)
     pvl_threshold: float = MASK_THRESHOLD
-    ventricle_threshold: float = MASK_THRESHOLD
+    ventricle_threshold: float | None = None  # None: the model card's operating threshold (`shmn calibrate`), else MASK_THRESHOLD
     localization_threshold: float = 0.3  # density peak height (the training blobs peak at 1)
     localization_min_distance_mm: float = 8.0
     probabilities: bool = False  # also write <task>_probability.nii.gz (float32, 0-1, input grid)
@@ -90,6 +90,18 @@ class Predictor:
     info: ModelInfo
     preprocess: PreprocessConfig
     warnings: list[str] = dataclasses.field(default_factory=list)  # written into every report it makes
+
+    @property
+    def ventricle_threshold(self) -> float:
+        """The card's ventricle operating threshold (chosen on validation cases by `shmn calibrate`), else 0.5."""
+        value = (self.card.get("operating_thresholds") or {}).get("ventricles", MASK_THRESHOLD)
+        return float(value)
+
+    def thresholds(self, options: "PredictOptions") -> PredictOptions:
+        """``options`` with a ventricle threshold of None replaced by the model's."""
+        if options.ventricle_threshold is not None:
+            return options
+        return dataclasses.replace(options, ventricle_threshold=self.ventricle_threshold)
 
 
 # A card's model grid must be one a brain MRI can be resampled to without exhausting memory.
@@ -247,6 +259,7 @@ def predict_native(native: sitk.Image, predictor: Predictor, options: PredictOpt
     ``source`` names the input in preprocessing's errors (e.g. "not a head MRI"). ``prep``: this input
     already preprocessed with the model card's parameters (`shmn evaluate --cache`), so it is not done again."""
     timings = {} if timings is None else timings
+    options = predictor.thresholds(options)
     if prep is None:
         prep = preprocess(native, dataclasses.replace(predictor.preprocess, register=options.register), source=source)
     for key in ("brain_extraction", "register", "resample", "n4", "normalise"):
@@ -286,6 +299,7 @@ class _Analysis:
 
 def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predictor, options: PredictOptions, timings: dict,
              on_stage: Callable[[str], None] = lambda stage: None) -> _Analysis:
+    options = predictor.thresholds(options)
     prediction = predict_native(native, predictor, options, timings, on_stage, source=str(input_path))
     prep, result, probabilities = prediction.prep, prediction.result, prediction.probabilities
     disagreement = None
