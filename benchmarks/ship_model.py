@@ -39,7 +39,7 @@ def main() -> None:
         sys.exit(f"{args.model}: {size_mb:.1f} MB; shipped weights must stay under {MAX_WEIGHTS_MB:.0f} MB")
     card = read_card(args.model)
     registry = shipped_registry_path()
-    target = registry.parent / f"{card['name']}-{card['version']}.safetensors"
+    target = registry.parent / f"{card['name']}-{card['version'].replace('+', '-')}.safetensors"  # no '+' in a file name (URLs)
     if target.exists():
         sys.exit(f"{target}: already shipped; give the model another version")
     comparison = json.loads(args.comparison.read_text(encoding="utf-8"))
