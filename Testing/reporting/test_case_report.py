@@ -93,9 +93,15 @@ def test_case_report_holds_report_json_numbers(predicted_batch):
         assert findings["PVL lesions, total"] == f"{report['pvl']['volume_ml']:.2f} mL"
         assert findings["Number of lesions"] == str(report["pvl"]["lesion_count"])
         assert findings["Lateral ventricles"] == f"{report['ventricles']['volume_ml']:.1f} mL"
-        assert findings["p(severe), model output"] == f"{report['macs']['probability_severe']:.2f}"
-        assert findings["MACS group (model)"].startswith(report["macs"]["group"])
-        assert findings["p(severe), calibrated"] == "— not computed by this model"
+        macs = report["macs"]
+        assert findings["MACS group (model)"].startswith(macs["group"])
+        if macs["calibrated"]:  # the shipped default is calibrated: the network's own output stays beside it
+            assert findings["p(severe), model output"] == f"{macs['calibration']['uncalibrated_probability_severe']:.2f}"
+            method = macs["calibration"]["method"]
+            assert findings[f"p(severe), calibrated ({method})"].startswith(f"{macs['probability_severe']:.2f} → {macs['group']}")
+        else:
+            assert findings["p(severe), model output"] == f"{macs['probability_severe']:.2f}"
+            assert findings["p(severe), calibrated"] == "— not computed by this model"
         model = dict(page.tables["model"])
         assert model["sha256"] == report["model"]["sha256"] and model["Version"] == report["model"]["version"]
         assert page.ids["use-line"] == "Synthetic-data model, not for clinical use."
