@@ -107,8 +107,11 @@ def run(args: argparse.Namespace) -> int:
         report = outcome.report
         pvl = report["pvl"]
         true_pvl = f"; phantom truth {truth['pvl_ml']:.2f} mL" if truth["pvl_ml"] is not None else ""
+        # The primary MACS estimate (report.json's macs_primary): the motor-burden one, or the network's.
+        primary = report.get("macs_from_burden") if report.get("macs_primary") == "burden" else None
+        macs, source = (primary, "motor burden") if primary else (report["macs"], "network")
         print(
-            f"  {outcome.case}: MACS {report['macs']['group']} (p(severe) {report['macs']['probability_severe']:.2f}; "
+            f"  {outcome.case}: MACS {macs['group']} (p(severe) {macs['probability_severe']:.2f} from the {source}; "
             f"phantom truth {truth['macs'] or 'not labelled'}), PVL {pvl['volume_ml']:.2f} mL in {pvl['lesion_count']} "
             f"lesion(s){true_pvl} -> {outcome.folder}"
         )
