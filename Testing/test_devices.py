@@ -81,7 +81,7 @@ def test_training_config_takes_the_same_names():
         load_config("shmn4:tiny", {"device": "gpu"})
 
 
-@pytest.mark.parametrize("command", ["predict", "train", "evaluate"])
+@pytest.mark.parametrize("command", ["predict", "train", "evaluate", "calibrate", "suggest"])
 def test_commands_accept_cuda_n_and_refuse_what_is_not_there(command, tmp_path, capsys):
     image = tmp_path / "image.nii.gz"
     image.write_bytes(b"")  # never read: the device is checked first
@@ -90,6 +90,8 @@ def test_commands_accept_cuda_n_and_refuse_what_is_not_there(command, tmp_path, 
         "predict": ["predict", str(image), "-o", str(out)],
         "train": ["train", "shmn4:tiny", "--data", str(tmp_path), "-o", str(out)],
         "evaluate": ["evaluate", str(tmp_path), "--data", str(tmp_path)],
+        "calibrate": ["calibrate", str(tmp_path), "--data", str(tmp_path), "-o", str(out / "model.safetensors")],
+        "suggest": ["suggest", str(tmp_path)],
     }[command]
     assert main([*args, "--device", "gpu"]) == 2
     err = capsys.readouterr().err.strip()

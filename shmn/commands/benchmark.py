@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from shmn.contract import DEVICES
 from shmn.training.config import RESOLUTION_PRESETS, TASK_PRESETS
 from shmn.errors import ShmnError
+from shmn.commands.options import add_data_option, add_device_option
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -15,13 +15,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "benchmark", help="train and evaluate the six task presets over several seeds (paper Table 1)",
         description="Writes OUT/benchmark.md and OUT/benchmark.json (mean ± sd over seeds). Resumable: "
         "run the same command again after an interruption.")
-    parser.add_argument("--data", nargs="+", required=True, metavar="MANIFEST", help="dataset manifests (e.g. COHORT/pvl COHORT/macs)")
+    add_data_option(parser, help="dataset manifests (e.g. COHORT/pvl COHORT/macs)")
     parser.add_argument("-o", "--out", required=True, help="output folder (runs, cache, table)")
     parser.add_argument("--presets", nargs="+", default=list(TASK_PRESETS), metavar="PRESET", help=f"default: all of {', '.join(TASK_PRESETS)}")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--resolution", default="fast", choices=sorted(RESOLUTION_PRESETS))
     parser.add_argument("--epochs", type=int, help="epochs per run (default: the preset's)")
-    parser.add_argument("--device", default="auto", metavar="|".join(DEVICES) + "|cuda:N")
+    add_device_option(parser)
     parser.add_argument("--config", metavar="JSON", help='config fields applied to every run, e.g. {"lr": 0.001, "cpu_bf16": true} '
                         "(not preset, resolution or seed: the benchmark sets those)")
     return parser

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from shmn.contract import DEVICES
 from shmn.io.manifest import SPLITS
+from shmn.commands.options import add_data_option, add_device_option
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -22,12 +22,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("model", metavar="MODEL", help="run folder, model file or registered model name")
-    parser.add_argument("--data", nargs="+", required=True, metavar="MANIFEST", help="dataset folders or manifest.json files")
+    add_data_option(parser)
     parser.add_argument("--split", default="val", choices=SPLITS, help="cases to fit on (default: val)")
     parser.add_argument("--method", default="temperature", choices=("temperature", "platt"), help="default: temperature")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.safetensors", help="the calibrated model file to write")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT (otherwise an error)")
-    parser.add_argument("--device", default="auto", metavar="|".join(DEVICES) + "|cuda:N", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    add_device_option(parser)
     return parser
 
 

@@ -7,7 +7,7 @@ import json
 
 from shmn.contract import evaluation_file_name
 from shmn.io.manifest import SPLITS
-from shmn.contract import DEVICES
+from shmn.commands.options import add_data_option, add_device_option
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -21,13 +21,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("model", metavar="RUN_DIR_OR_MODEL", help="run folder, model file or registered model name")
-    parser.add_argument("--data", nargs="+", required=True, metavar="MANIFEST", help="dataset folders or manifest.json files")
+    add_data_option(parser)
     parser.add_argument("--split", default="test", choices=SPLITS, help="which cases (default: test)")
     parser.add_argument("-o", "--output", metavar="METRICS_JSON",
                         help="metrics file to write (default: RUN_DIR/evaluation-<split>.json for a run folder, none otherwise)")
     parser.add_argument("--cache", metavar="DIR", help="preprocessing cache folder (the format of `shmn train --cache`): "
                         "models with the same preprocessing evaluated on one cohort preprocess each case once")
-    parser.add_argument("--device", default="auto", metavar="|".join(DEVICES) + "|cuda:N", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    add_device_option(parser)
     return parser
 
 

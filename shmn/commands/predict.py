@@ -7,8 +7,8 @@ import contextlib
 import sys
 from pathlib import Path
 
-from shmn.contract import DEVICES
 from shmn.errors import ShmnError
+from shmn.commands.options import add_device_option
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -25,7 +25,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, DICOM series folder, or folder of image files")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created if needed)")
     parser.add_argument("--model", default=None, metavar="NAME|PATH", help="registered model name (name@version) or a .safetensors file; default: the registry's default model")
-    parser.add_argument("--device", default="auto", metavar="|".join(DEVICES) + "|cuda:N", help="where to run the network (auto: CUDA if available; cuda:N: GPU N; falls back to the CPU when the GPU runs out of memory)")
+    add_device_option(parser, help="where to run the network (auto: CUDA if available; cuda:N: GPU N; falls back to the CPU when the GPU runs out of memory)")
     parser.add_argument("--no-register", action="store_true", help="the inputs are already in MNI152 space: skip the registration")
     parser.add_argument("--overwrite", action="store_true", help="replace existing OUT/<case> folders (otherwise such a case fails)")
     parser.add_argument("--tta", action="store_true",

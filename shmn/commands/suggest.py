@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from shmn.commands.options import add_device_option
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -19,7 +20,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("dataset", metavar="DATASET", help="dataset folder with manifest.json (or the manifest file)")
     parser.add_argument("--model", default=None, metavar="NAME|PATH", help="registered model name (name@version) or a .safetensors file; default: the registry's default model")
     parser.add_argument("-n", type=int, default=10, metavar="N", help="how many cases to suggest (default 10)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run the network")
+    add_device_option(parser, help="where to run the network: auto (CUDA when present), cpu, cuda or cuda:N")
     parser.add_argument("--no-register", action="store_true", help="the images are already in MNI152 space: skip the registration")
     return parser
 
@@ -28,6 +29,9 @@ def run(args: argparse.Namespace) -> int:
     from shmn.inference.suggest import SUGGESTIONS_FILE, SuggestOptions, suggest
     from shmn.io.manifest import manifest_path
 
+    from shmn.devices import resolve_device
+
+    resolve_device(args.device)  # a wrong or absent device fails before any case is read
     quiet = bool(getattr(args, "quiet", False))
     options = SuggestOptions(device=args.device, register=not args.no_register)
     result = suggest(args.dataset, args.model, n=args.n, options=options, progress=not quiet)

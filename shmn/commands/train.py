@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 
-from shmn.contract import DEVICES
 from shmn.training.config import RESOLUTION_PRESETS, TASK_PRESETS
+from shmn.commands.options import add_data_option, add_device_option
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -25,11 +25,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("config", metavar="CONFIG_OR_PRESET", help="preset[:resolution] or a JSON config file")
-    parser.add_argument("--data", nargs="+", required=True, metavar="MANIFEST", help="dataset folders or manifest.json files")
+    add_data_option(parser)
     parser.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="run folder (must not hold a run, unless --resume)")
     parser.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR after its last completed epoch")
     parser.add_argument("--epochs", type=int, help="number of epochs (may be raised when resuming)")
-    parser.add_argument("--device", metavar="|".join(DEVICES) + "|cuda:N", help="auto (CUDA when present), cpu, cuda (under torchrun: LOCAL_RANK's GPU) or cuda:N")
+    add_device_option(parser, default=None, help="auto (CUDA when present), cpu, cuda (under torchrun: LOCAL_RANK's GPU) or cuda:N")
     parser.add_argument("--resolution", choices=tuple(RESOLUTION_PRESETS), help="model grid and network width preset")
     parser.add_argument("--cache", metavar="DIR", help="preprocessing cache folder (default RUN_DIR/cache); share it between runs")
     parser.add_argument("--seed", type=int, help="random seed (initialisation, data order, augmentation)")
