@@ -36,10 +36,8 @@ from shmn.network.model import SHMN
 from shmn import contract
 from shmn.network.model_file import load_model
 from shmn.reporting.overview import render_overview
-from shmn.preprocessing.preprocess import (
-    GRIDS, GridSpec, PreprocessConfig, PreprocessedCase, preprocess, to_native,
-)
-from shmn.preprocessing.registration import RegistrationConfig
+from shmn.inference.card_config import grid_from_card, preprocess_config_from_card
+from shmn.preprocessing.preprocess import PreprocessConfig, PreprocessedCase, preprocess, to_native
 from shmn.io.registry import registered_entry_for_card, resolve_model
 from shmn.reporting.case_report import write_case_report
 from shmn.reporting.report import ModelInfo, build_report, overview_caption
@@ -102,48 +100,6 @@ class Predictor:
         if options.ventricle_threshold is not None:
             return options
         return dataclasses.replace(options, ventricle_threshold=self.ventricle_threshold)
-
-
-# A card's model grid must be one a brain MRI can be resampled to without exhausting memory.
-GRID_SPACING_MM = (0.25, 10.0)
-GRID_SIZE = (4, 512)
-
-
-def grid_from_card(card: dict, source: str) -> GridSpec:
-    grid = card.get("grid")
-    if isinstance(grid, str) and grid in GRIDS:
-        return GRIDS[grid]
-    if isinstance(grid, dict) and "spacing_mm" in grid and "size" in grid:
-        spacing, size = grid["spacing_mm"], grid["size"]
-        ok_spacing = isinstance(spacing, (int, float)) and not isinstance(spacing, bool) and GRID_SPACING_MM[0] <= spacing <= GRID_SPACING_MM[1]
-        ok_size = isinstance(size, (list, tuple)) and len(size) == 3 and all(
-            isinstance(n, int) and not isinstance(n, bool) and GRID_SIZE[0] <= n <= GRID_SIZE[1] for n in size
-        )
-        if ok_spacing and ok_size:
-            return GridSpec(float(spacing), tuple(size))
-        raise ShmnError(
-            f"{source}: model card 'grid' {grid!r} is out of range; expected spacing_mm in {GRID_SPACING_MM[0]}-{GRID_SPACING_MM[1]} "
-            f"and 3 integer sizes in {GRID_SIZE[0]}-{GRID_SIZE[1]}"
-        )
-    raise ShmnError(f"{source}: model card has no usable 'grid' ({grid!r}); expected a grid name or {{spacing_mm, size}}")
-
-
-def preprocess_config_from_card(card: dict, source: str) -> PreprocessConfig:
-    """The card's preprocessing parameters (unknown keys ignored), each checked against its field's
-    type as a training config's are: a damaged or hostile card gives one line, not a traceback."""
-    from shmn.training.config import apply_overrides
-
-    saved = card.get("preprocessing") or card.get("preprocess") or {}
-    if not isinstance(saved, dict):
-        raise ShmnError(f"{source}: model card 'preprocessing' is {type(saved).__name__}; expected an object")
-    fields = {f.name for f in dataclasses.fields(PreprocessConfig)} - {"grid"}
-    known = {k: v for k, v in saved.items() if k in fields}
-    if isinstance(known.get("registration"), dict):
-        registration_fields = {f.name for f in dataclasses.fields(RegistrationConfig)}
-        known["registration"] = {k: v for k, v in known["registration"].items() if k in registration_fields}
-    else:
-        known.pop("registration", None)
-    return apply_overrides(PreprocessConfig(grid=grid_from_card(card, source)), known, f"{source}: model card", prefix="preprocessing.")
 
 
 def load_predictor(model: str | os.PathLike | None = None, registries: list[Path] | None = None, device: str = "cpu") -> Predictor:
