@@ -298,3 +298,29 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(few, cache, tmp_pa
     log_b = [json.loads(x) for x in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
     assert [r["train_loss"] for r in log_a] == pytest.approx([r["train_loss"] for r in log_b], rel=1e-5)
     assert log_a[-1]["alpha"] > 0  # the pseudo-label ramp was active, and reproduced
+
+
+def test_a_second_stage_starts_from_a_model_with_balanced_macs_and_ventricle_dice(few, cache, tmp_path):
+    from shmn.io.digest import sha256_of
+    from shmn.training.data import load_manifests, training_splits
+    from shmn.training.train import macs_balance_epsilon
+
+    first = train(tiny("shmn4", lr=3e-3), few, tmp_path / "first", progress=False, cache_dir=cache)
+    # lr so small that one epoch leaves the weights where they started: they must be the first run's
+    second_config = tiny("shmn4", lr=1e-12, init_model=first["last_model"], macs_balance=True, loss={"ventricle_dice": True})
+    second = train(second_config, few, tmp_path / "second", progress=False, cache_dir=cache)
+    before, after = _weights(tmp_path / "first"), _weights(tmp_path / "second")
+    assert all(np.allclose(before[k], after[k], atol=1e-6) for k in before)
+    fresh = train(tiny("shmn4", lr=1e-12), few, tmp_path / "fresh", progress=False, cache_dir=cache)
+    assert fresh["weights_sha256"] != second["weights_sha256"]
+    card = read_card(second["last_model"])
+    assert card["training_data"]["initialised_from"]["sha256"] == sha256_of(first["last_model"])
+    train_cases = training_splits(load_manifests(few), second_config).train
+    labels = [s.macs for s in train_cases if s.macs is not None]
+    assert 0 < sum(labels) < len(labels)  # both classes, so epsilon is their ratio
+    epsilon = sum(labels) / (len(labels) - sum(labels))
+    assert macs_balance_epsilon(train_cases) == pytest.approx(epsilon, abs=1e-4)
+    assert card["training"]["loss"]["macs_epsilon"] == pytest.approx(epsilon, abs=1e-4)
+    assert card["training"]["loss"]["ventricle_dice"] is True
+    with pytest.raises(ShmnError, match="init_model.*another network"):
+        train(tiny("shmn2", init_model=first["last_model"]), few, tmp_path / "mismatch", progress=False, cache_dir=cache)

@@ -26,7 +26,11 @@ class LossConfig:
     lambda_localization: float = 1.0
     lambda_ventricles: float = 1.0
     # Weight of the mild (negative) class in the MACS BCE; eq. 1's epsilon. 1.0 = plain BCE.
+    # (TrainConfig.macs_balance replaces it with the training set's severe/mild ratio.)
     macs_epsilon: float = 1.0
+    # Ventricles: BCE alone left the head under-confident (p peaked at 0.41 after 9 epochs, so it
+    # needed an operating threshold); a soft Dice term, as for the lesions, pulls the mask to 0.5.
+    ventricle_dice: bool = False
     # Pseudo-labels for cases without a ventricle mask (SHMN-4*, eq. 4-6).
     pseudo_labels: bool = False
     alpha_final: float = 1.0
@@ -100,6 +104,11 @@ def ventricles_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, target)
 
 
+def ventricles_dice_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE + soft Dice of the ventricle mask (sigmoid), Dice averaged over samples."""
+    return DiceCELoss(sigmoid=True)(logits, target)
+
+
 def pseudo_labels(logits: torch.Tensor) -> torch.Tensor:
     """Eq. 4: argmax of the current prediction; for one binary logit that is logit > 0. Detached."""
     return (logits.detach() > 0).to(logits.dtype)
@@ -153,7 +162,8 @@ def shmn_loss(
         logits = outputs["ventricles"]
         has = _mask(batch, "has_ventricles", n, device)
         terms["ventricles"] = (
-            ventricles_bce(logits[has], _label(batch, "ventricles", has, logits)) if has.any() else _zero(logits)
+            (ventricles_dice_bce if cfg.ventricle_dice else ventricles_bce)(logits[has], _label(batch, "ventricles", has, logits))
+            if has.any() else _zero(logits)
         )
         ventricle_total = terms["ventricles"]
         if cfg.pseudo_labels:

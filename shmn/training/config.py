@@ -102,6 +102,14 @@ class TrainConfig:
     synthesis: str = "off"
     synthesis_samples: int = 0
     synthesis_anatomies: tuple[str, ...] = ("mni152", "icbm2009")
+    # A model (registry name, name@version or .safetensors) whose weights start the run instead of a
+    # random initialisation: fine-tuning on one's own cohort, or a second stage with other losses.
+    # Its network must match this config's. "" = random initialisation from `seed`.
+    init_model: str = ""
+    # MACS class balance (issue 13): eq. 1's epsilon becomes the training cases' severe/mild ratio, and
+    # synthesised samples alternate between a mild-leaning and a severe-leaning severity draw (their
+    # labels still follow the drawn motor burden).
+    macs_balance: bool = False
 
     def __post_init__(self) -> None:
         validate(self)

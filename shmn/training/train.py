@@ -33,6 +33,7 @@ from shmn import __version__
 from shmn import devices
 from shmn.training import distributed
 from shmn.io.atomic import ensure_writable_dir, write_json
+from shmn.io.digest import sha256_of
 from shmn.training.case_cache import CaseCache
 from shmn.training.checkpoint import RunFiles, load_state, read_json_file, save_state, write_metrics_log
 from shmn.training.config import TrainConfig, config_from_dict, differences
@@ -146,6 +147,27 @@ def _model_card(config: TrainConfig, data: dict, record: dict, precision: str) -
     }
 
 
+def macs_balance_epsilon(train: list) -> float:
+    """Eq. 1's epsilon for class balance: severe/mild among the MACS-labelled training cases (1.0 if a class is absent)."""
+    labels = [s.macs for s in train if s.macs is not None]
+    severe, mild = sum(v >= 0.5 for v in labels), sum(v < 0.5 for v in labels)
+    return round(severe / mild, 4) if severe and mild else 1.0
+
+
+def _initial_weights(core: torch.nn.Module, config: TrainConfig) -> dict:
+    """Load ``config.init_model``'s weights into ``core`` (same network config); what it was, for the card."""
+    from shmn.io.registry import resolve_model
+    from shmn.network.model_file import load_model
+
+    path, entry = resolve_model(config.init_model)
+    source, card = load_model(path, expected_sha256=entry["sha256"] if entry else None)
+    if source.config != core.config:
+        raise ShmnError(f"config: init_model {config.init_model!r} has another network ({source.config}) than this config's "
+                        f"({core.config}); give a model of the same preset and resolution")
+    core.load_state_dict(source.state_dict())
+    return {"model": card.get("name", path.name), "version": card.get("version"), "sha256": sha256_of(path)}
+
+
 def _loader(dataset, ctx, config: TrainConfig, training: bool) -> tuple[DataLoader, DistributedSampler | None]:
     if training:
         # A DistributedSampler even in one process: its order depends on (seed, epoch) only.
@@ -236,6 +258,15 @@ def _train(config, manifests, run_dir: Path, resume, progress, cache_dir, log, c
     scaler = devices.grad_scaler(ctx.device, mode)
     history: list[dict] = []
     best = {"epoch": None, "loss": None}
+    initialised_from = _initial_weights(core, config) if state is None and config.init_model else None
+    if initialised_from:
+        data_card = {**data_card, "initialised_from": initialised_from}
+    if config.macs_balance:
+        config = replace(config, loss=replace(config.loss, macs_epsilon=macs_balance_epsilon(splits.train)))
+        data_card = {**data_card, "macs_balance": {"epsilon": config.loss.macs_epsilon,
+                                                   "synthesis": "severity draws alternate mild-/severe-leaning"}}
+        if ctx.is_main:
+            log(f"shmn: MACS class balance: epsilon {config.loss.macs_epsilon:.3f} (severe/mild of the training cases)")
     if state is not None:
         core.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

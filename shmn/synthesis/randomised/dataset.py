@@ -9,6 +9,8 @@ shmn.training.data.ShmnDataset's); every synthesised sample carries all labels.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset
@@ -22,21 +24,36 @@ def sample_seed(seed: int, epoch: int, index: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([int(seed), int(epoch), int(index), 12])
 
 
+# MACS class balance (TrainConfig.macs_balance): severity weights (none, mild, moderate, severe) of the
+# even (severe-leaning) and odd (mild-leaning) items. The label still follows the drawn motor burden, so
+# these only move the class mix: from about 37 % severe (the default weights; 60 samples measured) towards
+# half, with each class drawn from the burdens that make it.
+SEVERE_LEANING = (0.0, 0.0, 0.3, 0.7)
+MILD_LEANING = (0.2, 0.5, 0.3, 0.0)
+
+
 class SynthesisDataset(Dataset):
     """``length`` fresh samples per epoch on ``grid``. Set ``epoch`` before each epoch (the trainer does)."""
 
-    def __init__(self, grid: GridSpec, length: int, seed: int = 0, config: SynthesisConfig | None = None):
+    def __init__(self, grid: GridSpec, length: int, seed: int = 0, config: SynthesisConfig | None = None, macs_balanced: bool = False):
         self.grid = grid
         self.length = int(length)
         self.seed = int(seed)
         self.config = config or SynthesisConfig()
+        self.macs_balanced = bool(macs_balanced)
         self.epoch = 0
+
+    def item_config(self, index: int) -> SynthesisConfig:
+        if not self.macs_balanced:
+            return self.config
+        weights = SEVERE_LEANING if index % 2 == 0 else MILD_LEANING
+        return replace(self.config, pathology=replace(self.config.pathology, severity_weights=weights))
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> dict:
-        sample = synthesise(sample_seed(self.seed, self.epoch, index), self.grid, self.config)
+        sample = synthesise(sample_seed(self.seed, self.epoch, index), self.grid, self.item_config(index))
 
         def channel(array: np.ndarray) -> torch.Tensor:
             return torch.as_tensor(np.ascontiguousarray(array, dtype=np.float32))[None]
@@ -83,7 +100,7 @@ def synthesis_training_set(config, real: Dataset) -> Dataset:
 
     grid = config.grid_spec
     length = config.synthesis_samples or max(8, len(real))
-    synthesised = SynthesisDataset(grid, length, config.seed, synthesis_config(config))
+    synthesised = SynthesisDataset(grid, length, config.seed, synthesis_config(config), macs_balanced=config.macs_balance)
     warm_up(grid, synthesised.config)
     return synthesised if config.synthesis == "on-the-fly" else EpochConcat([real, synthesised])
 
