@@ -75,6 +75,11 @@ def test_presets_follow_the_paper():
     assert tasks["single-pvl"] == ("pvl",) and tasks["single-macs"] == ("macs",)
     assert set(tasks["shmn2"]) == {"pvl", "macs"} and set(tasks["shmn3"]) == {"pvl", "macs", "localization"}
     assert set(tasks["shmn4"]) == set(tasks["shmn4-star"]) == {"pvl", "macs", "localization", "ventricles"}
+    from shmn.contract import PRESET_TASKS, RESOLUTIONS
+    from shmn.training.config import RESOLUTION_PRESETS
+
+    assert tasks == PRESET_TASKS  # what SHMN Training matches registry entries by, without torch
+    assert {r: RESOLUTION_PRESETS[r]["grid"] for r in RESOLUTIONS} == {r: r for r in RESOLUTIONS}  # a grid names its resolution
     star, four = preset_config("shmn4-star"), preset_config("shmn4")
     assert star.ventricle_label_limit == 10 and star.loss.pseudo_labels
     assert four.ventricle_label_limit is None and not four.loss.pseudo_labels
