@@ -54,6 +54,16 @@ def evaluation_file_name(split: str = EVALUATION_SPLIT) -> str:
 # --- choices on the command line ---------------------------------------------------------------------
 DEVICES = ("auto", "cpu", "cuda")  # `--device`; training also takes "cuda:N"
 TASK_PRESETS = ("shmn4", "shmn4-star", "shmn3", "shmn2", "single-pvl", "single-macs")  # paper Table 1
+# The branches each task preset builds, in network order (shmn.training.config.TASK_PRESETS takes them from
+# here): SHMN Training tells from a registry entry, without torch, whether a run can start from that model.
+PRESET_TASKS = {
+    "shmn4": ("pvl", "ventricles", "localization", "macs"),
+    "shmn4-star": ("pvl", "ventricles", "localization", "macs"),
+    "shmn3": ("pvl", "localization", "macs"),
+    "shmn2": ("pvl", "macs"),
+    "single-pvl": ("pvl",),
+    "single-macs": ("macs",),
+}
 RESOLUTIONS = ("fast", "paper", "tiny")  # each expands to one model grid and network width
 MACS_GROUPS = ("mild", "severe")  # MACS I-II, MACS III-V
 LABEL_KINDS = ("pvl", "ventricles")  # mask labels of a dataset case; "macs" is a group in the manifest itself

@@ -4,8 +4,8 @@ dataset (the case table; opening and creating a dataset is the engine's shmn.io.
 (a case in MRML: image, segments, export onto the image grid; saving is the engine's shmn.io.labels), edits (the
 unsaved-edits flag), prediction and confidence (the model's pre-fill and pseudo-labels), training
 (`shmn train` / `shmn evaluate` runs), curves and evaluation (plot and table nodes), modelregistry
-(register a trained model), suggestions (`shmn suggest`: which case to label next), parameters,
-engineaccess, logic (ties them together), selftest, and
+(register a trained model), startmodel (what a run starts from: "Start from", --init-model), suggestions
+(`shmn suggest`: which case to label next), parameters, engineaccess, logic (ties them together), selftest, and
 widget (the Qt panel; imported by the module's widget only, so the rest runs without Qt).
 """
 

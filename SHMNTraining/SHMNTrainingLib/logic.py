@@ -26,6 +26,7 @@ from .evaluation import evaluationTable
 from .modelregistry import ModelRegistration, registerRunModel
 from .parameters import TrainingParameters, parameterNodeClass
 from .prediction import PredictionOutput, startPrediction
+from .startmodel import initModelArgument, runInitModel
 from .suggestions import DEFAULT_COUNT, Suggestions, readSuggestions, startSuggestion
 from .training import TrainingRun, defaultRunFolder, evaluationSplit
 
@@ -255,6 +256,9 @@ class SHMNTrainingLogic(ScriptedLoadableModuleLogic):
         if params.resume and not (runFolder / "config.json").is_file():
             raise ValueError(f"{runFolder}: no training run to resume there")
         cacheFolder = Path(params.cacheFolder) if params.cacheFolder else self.defaultCacheFolder()
+        # Resume repeats the run's own starting model (the engine refuses another); a new run takes the choice.
+        initModel = runInitModel(runFolder, self.engine) if params.resume else initModelArgument(
+            params.startFrom, params.preset, params.resolution, self.engine)
         scene = slicer.mrmlScene
         curves = TrainingCurves(scene, runFolder.name)
         run = TrainingRun(
@@ -262,7 +266,7 @@ class SHMNTrainingLogic(ScriptedLoadableModuleLogic):
             evaluate=self.hasSplit(params.datasetList()),
             onEpoch=curves.addRecord,
             onEvaluation=lambda results: evaluationTable(results, scene, f"{runFolder.name} evaluation ({evaluationSplit()})"),
-            runnerFactory=self.runnerFactory, onLog=onLog, onProgress=onProgress,
+            runnerFactory=self.runnerFactory, onLog=onLog, onProgress=onProgress, initModel=initModel,
         )
         run.curves = curves
         return run

@@ -57,6 +57,9 @@ class TrainDevice(enum.Enum):
 
 
 MIN_EPOCHS, MAX_EPOCHS = 1, 10000
+# ``startFrom`` values besides a model (registered name@version or .safetensors): the registry's default model
+# when it fits the preset and resolution (else random weights), or random weights.
+START_FROM_DEFAULT, START_FROM_NONE = "default", ""
 
 
 @dataclass
@@ -70,6 +73,7 @@ class TrainingParameters:
     # The bounds reach the spin box through the parameter node (parameterNodeWrapper resets an unbounded one).
     epochs: int = field(default=30, metadata={"minimum": MIN_EPOCHS, "maximum": MAX_EPOCHS})
     device: TrainDevice = TrainDevice.AUTO
+    startFrom: str = START_FROM_DEFAULT  # `shmn train --init-model`: fine-tune from a model (SHMNTrainingLib.startmodel)
     resume: bool = False
     cacheFolder: str = ""  # preprocessing cache shared between runs; empty: the engine's user cache
 

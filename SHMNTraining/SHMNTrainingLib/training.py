@@ -37,12 +37,16 @@ def _absolute(path) -> str:
     return str(Path(path).expanduser().absolute())
 
 
-def trainCommand(engine: Engine, params: TrainingParameters, runFolder: Path, cacheFolder: Path | None = None) -> list[str]:
+def trainCommand(engine: Engine, params: TrainingParameters, runFolder: Path, cacheFolder: Path | None = None,
+                 initModel: str = "") -> list[str]:
+    """``initModel``: what --init-model gets (SHMNTrainingLib.startmodel.initModelArgument); "" = random weights."""
     command = [str(engine.python), "-m", "shmn", "train", params.preset.value, "--data", *map(_absolute, params.datasetList()),
                "-o", _absolute(runFolder), "--epochs", str(params.epochs), "--device", params.device.value,
                "--resolution", params.resolution.value]
     if params.resume:
         command.append("--resume")
+    if initModel:
+        command += ["--init-model", initModel]
     if cacheFolder:
         command += ["--cache", _absolute(cacheFolder)]
     return command
@@ -125,8 +129,10 @@ class TrainingRun:
         runnerFactory=SubprocessRunner,
         onLog: Callable[[str], None] | None = None,
         onProgress: Callable[[Progress], None] | None = None,
+        initModel: str = "",
     ):
         self.engine, self.params, self.runFolder = engine, params, Path(_absolute(runFolder))
+        self.initModel = initModel
         self.evaluateAfter = evaluate
         self.records: list[dict] = readMetricsLog(self.runFolder) if params.resume else []
         self.evaluation: dict | None = None
@@ -145,7 +151,7 @@ class TrainingRun:
         for record in self.records:
             self.onEpoch(record)
         steps = [("fetch template", fetchAnatomyCommand(engine))] if anatomyMissing(engine) else []
-        steps.append(("shmn train", trainCommand(engine, params, self.runFolder, cacheFolder)))
+        steps.append(("shmn train", trainCommand(engine, params, self.runFolder, cacheFolder, initModel)))
         self.job = self._start(steps, importer=lambda: trainedModel(self.runFolder))
 
     def _start(self, steps, importer) -> SegmentationJob:

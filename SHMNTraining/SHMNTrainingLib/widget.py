@@ -28,6 +28,7 @@ from .dataset import COLUMNS, CaseFilter
 from .logic import SHMNTrainingLogic
 from .modelregistry import ModelRegistration
 from .parameters import trainingParametersFrom
+from .startmodel import isModelFile, startChoices, startedFromText
 from .training import holdsRun, trainedModel
 
 POLL_INTERVAL_MS = 200
@@ -52,6 +53,7 @@ class TrainingPanel(VTKObservationMixin):
         self.run = None
         self.lastRunFolder = ""
         self._lastCurves = None
+        self._startChoicesFor = None  # (preset, resolution) the "Start from" list was filled for
         self._parameterNode = None
         self._guiTag = None
         self.editor = self._createSegmentEditor()
@@ -145,6 +147,7 @@ class TrainingPanel(VTKObservationMixin):
         ui.predictionModelComboBox.editTextChanged.connect(self.onPredictionModelChanged)
         ui.registerButton.clicked.connect(self.onRegister)
         ui.modelNameLineEdit.textChanged.connect(lambda *_: self.updateTrainingState())
+        ui.startFromComboBox.currentIndexChanged.connect(self.onStartFromChanged)
 
     # --- parameter node -------------------------------------------------------------------------
     def initializeParameterNode(self) -> None:
@@ -165,11 +168,13 @@ class TrainingPanel(VTKObservationMixin):
             self.ui.datasetPathLineEdit.currentPath = node.datasetFolder
             self.ui.runFolderLineEdit.currentPath = node.runFolder
             self.showPredictionModel(node.predictionModel)
+            self.populateStartChoices(force=True)
         self.updateTrainingState()
 
     def onParameterNodeModified(self, caller=None, event=None) -> None:
         for name in ("device", "predictionDevice"):
             remember(SETTINGS_MODULE, name, getattr(self._parameterNode, name))
+        self.populateStartChoices()  # the models a run can start from follow the preset and resolution
         self.updateTrainingState()
 
     def onRunFolderChanged(self, *_) -> None:
@@ -180,6 +185,7 @@ class TrainingPanel(VTKObservationMixin):
     def enter(self) -> None:
         self.initializeParameterNode()
         self.populateModels()
+        self.populateStartChoices(force=True)  # models registered elsewhere meanwhile
         self.editor.installKeyboardShortcuts()
         self.editor.setupViewObservations()
 
@@ -446,6 +452,34 @@ class TrainingPanel(VTKObservationMixin):
             parts = [p for p in self._parameterNode.datasets.split(";") if p.strip()]
             self._parameterNode.datasets = ";".join(parts + [folder])
 
+    def populateStartChoices(self, force: bool = False) -> None:
+        """Fill "Start from" for the node's preset and resolution; the node's choice stays chosen if it still fits."""
+        node, combo = self._parameterNode, self.ui.startFromComboBox
+        if node is None or (not force and self._startChoicesFor == (node.preset, node.resolution)):
+            return
+        self._startChoicesFor = (node.preset, node.resolution)
+        wasBlocked = combo.blockSignals(True)
+        try:
+            combo.clear()
+            try:
+                for choice in startChoices(node.preset, node.resolution, self.logic.engine):
+                    combo.addItem(choice.label, choice.value)
+            except (EngineNotFound, ImportError) as exc:
+                self.appendLog(f"Warning: models to start from unavailable ({exc})")
+            index = combo.findData(node.startFrom)
+            if index < 0 and isModelFile(node.startFrom):  # a file set by a script or scene: shown, the engine judges it
+                combo.addItem(node.startFrom, node.startFrom)
+                index = combo.count - 1
+            combo.currentIndex = max(index, 0)
+        finally:
+            combo.blockSignals(wasBlocked)
+        if index < 0 and combo.count:  # a registered model of another preset or resolution: back to the default
+            node.startFrom = combo.currentData
+
+    def onStartFromChanged(self, *_) -> None:
+        if self._parameterNode and self.ui.startFromComboBox.currentIndex >= 0:
+            self._parameterNode.startFrom = self.ui.startFromComboBox.currentData
+
     def trainingParameters(self):
         """What Train starts. Without Resume, a run folder that already holds a run (the last one, shown
         after it ended) is not reused, which the engine would refuse: a new folder is made instead."""
@@ -463,6 +497,8 @@ class TrainingPanel(VTKObservationMixin):
             problems = self.trainingParameters().problems() if self._parameterNode else ["No parameter node."]
             ui.trainButton.text, ui.trainButton.enabled = "Train", not problems
             ui.trainButton.toolTip = " ".join(problems) or "Train in a background process; evaluation on the test split follows"
+        # Resume continues from the run's own checkpoint (and repeats its starting model): nothing to choose.
+        ui.startFromComboBox.enabled = self.run is None and not (self._parameterNode and self._parameterNode.resume)
         ui.registerButton.enabled = self.run is None and bool(ui.modelNameLineEdit.text.strip()) and bool(
             ui.runFolderLineEdit.currentPath or self.lastRunFolder)
 
@@ -506,6 +542,8 @@ class TrainingPanel(VTKObservationMixin):
             slicer.util.errorDisplay(f"Training failed: {run.error}", detailedText="\n".join(run.lines))
         elif run.state is JobState.CANCELLED:
             self.appendLog(f"Cancelled. Tick 'Resume' to continue {run.runFolder} after its last completed epoch.")
+        if run.model is not None:
+            self.appendLog(startedFromText(run.model, self.logic.engine))  # what the run's model card records
         if run.evaluationResult is not None:
             self.tableView.setMRMLTableNode(run.evaluationResult)
             self.ui.evaluationLabel.text = f"Held-out test split ({run.evaluationResult.GetAttribute('SHMN.cases')} cases):"
@@ -523,6 +561,7 @@ class TrainingPanel(VTKObservationMixin):
             self.appendLog(f"Registered {entry['name']} {entry['version']} (sha256 {entry['sha256'][:12]}...); "
                            "SHMN Segmenter lists it from now on.")
             self.populateModels()
+            self.populateStartChoices(force=True)  # the next run can fine-tune it
 
     # --- polling and display --------------------------------------------------------------------
     def onPoll(self) -> None:

@@ -136,6 +136,18 @@ def test_registry_reads_the_shipped_models_and_registers_one(tmp_path):
         register_model(weights, registry, name="bad@name", version="1.0.0")
 
 
+def test_the_models_a_run_can_start_from_are_read_without_torch(tmp_path):
+    """SHMN Training lists them in Slicer's own Python: shmn.io.start_models imports no torch."""
+    probe = ("import sys; from shmn.io.registry import shipped_registry_path as s; from shmn.io.start_models import *; "
+             "r = [s()]; print([m.name for m in models_to_start_from('shmn4-star', 'fast', r)], "
+             "default_start_model('shmn4', 'fast', r).name, default_start_model('shmn4', 'tiny', r), "
+             "models_to_start_from('shmn2', 'fast', r), sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "['shmn4-fast-randomised', 'shmn4-fast-phantom'] shmn4-fast-randomised None [] []"
+
+
 def test_shared_contract_is_torch_free():
     """A fresh interpreter (this one's Python: 3.9 in `make check-py39`) imports the contract without torch."""
     probe = "import sys, shmn.contract; print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'monai')))"

@@ -75,6 +75,11 @@ def test_presets_follow_the_paper():
     assert tasks["single-pvl"] == ("pvl",) and tasks["single-macs"] == ("macs",)
     assert set(tasks["shmn2"]) == {"pvl", "macs"} and set(tasks["shmn3"]) == {"pvl", "macs", "localization"}
     assert set(tasks["shmn4"]) == set(tasks["shmn4-star"]) == {"pvl", "macs", "localization", "ventricles"}
+    from shmn.contract import PRESET_TASKS, RESOLUTIONS
+    from shmn.training.config import RESOLUTION_PRESETS
+
+    assert tasks == PRESET_TASKS  # what SHMN Training matches registry entries by, without torch
+    assert {r: RESOLUTION_PRESETS[r]["grid"] for r in RESOLUTIONS} == {r: r for r in RESOLUTIONS}  # a grid names its resolution
     star, four = preset_config("shmn4-star"), preset_config("shmn4")
     assert star.ventricle_label_limit == 10 and star.loss.pseudo_labels
     assert four.ventricle_label_limit is None and not four.loss.pseudo_labels
@@ -324,3 +329,50 @@ def test_a_second_stage_starts_from_a_model_with_balanced_macs_and_ventricle_dic
     assert card["training"]["loss"]["ventricle_dice"] is True
     with pytest.raises(ShmnError, match="init_model.*another network"):
         train(tiny("shmn2", init_model=first["last_model"]), few, tmp_path / "mismatch", progress=False, cache_dir=cache)
+
+
+def test_shmn_train_init_model_fine_tunes_from_a_model_and_resume_keeps_saying_so(few, cache, tmp_path, capsys):
+    from shmn.io.digest import sha256_of
+
+    first = train(tiny("shmn4", lr=3e-3), few, tmp_path / "first", progress=False, cache_dir=cache)
+    # lr so small that one epoch leaves the weights where they started: they must be the first run's
+    config = tmp_path / "still.json"
+    config.write_text(json.dumps({"preset": "shmn4", "resolution": "tiny", "lr": 1e-12, "augment": False, "device": "cpu"}))
+    run = tmp_path / "fine-tuned"
+    command = ["train", str(config), "--data", *map(str, few), "-o", str(run), "--cache", str(cache), "--quiet",
+               "--init-model", first["last_model"]]
+    assert cli_main(command + ["--epochs", "1"]) == 0
+    before, after = _weights(tmp_path / "first"), _weights(run)
+    assert before.keys() == after.keys() and all(np.allclose(before[k], after[k], atol=1e-6) for k in before)
+    started = {"model": "shmn4-tiny", "version": "0.1.0", "sha256": sha256_of(first["last_model"])}
+    assert read_card(run / "model-last.safetensors")["training_data"]["initialised_from"] == started
+    assert json.loads((run / "config.json").read_text())["init_model"] == first["last_model"]
+    # Resumed (the weights come from the checkpoint now), the card still says what the run started from.
+    assert cli_main(command + ["--epochs", "2", "--resume"]) == 0
+    assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert read_card(run / "model-last.safetensors")["training_data"]["initialised_from"] == started
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("preset, init_model, expected", [
+    ("shmn4:tiny", "no-such-model", "unknown model 'no-such-model'; registered: "),
+    ("shmn4:tiny", "{tmp}/missing.safetensors", "no such model file"),
+    ("shmn4:tiny", "{tmp}/notes.txt", "must be a .safetensors file"),
+    ("shmn2:tiny", "{model}", "has another network (shmn4/tiny: tasks"),  # a model of another preset
+    ("shmn4:fast", "{model}", "has another network (shmn4/tiny: base_filters 4 (this run: 8)"),  # ... or resolution
+])
+def test_a_wrong_init_model_is_one_line_naming_the_option_and_nothing_is_written(few, tiny_run_model, tmp_path, capsys,
+                                                                                  preset, init_model, expected):
+    (tmp_path / "notes.txt").write_text("not a model")
+    value = init_model.format(tmp=tmp_path, model=tiny_run_model)
+    run = tmp_path / "runs" / "run"
+    assert cli_main(["train", preset, "--data", *map(str, few), "-o", str(run), "--epochs", "1", "--device", "cpu",
+                     "--quiet", "--init-model", value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"shmn: error: --init-model {value!r}") and expected in err and "\n" not in err, err
+    assert not run.parent.exists()  # neither the run folder (nor its cache) nor the lock beside it
+
+
+@pytest.fixture(scope="module")
+def tiny_run_model(few, cache, tmp_path_factory) -> str:
+    return train(tiny("shmn4"), few, tmp_path_factory.mktemp("tiny-run") / "run", progress=False, cache_dir=cache)["last_model"]

@@ -20,7 +20,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "resolution ('shmn4:fast'), or a JSON file of config fields, e.g. "
             '{"preset": "shmn4", "resolution": "fast", "epochs": 30, "loss": {"macs_epsilon": 0.5}}. '
             "Writes RUN_DIR/model-best.safetensors, model-last.safetensors, metrics.jsonl, curves.png and a "
-            "resumable checkpoint; prints one 'SHMN-EPOCH {json}' line per epoch. For several GPUs or nodes "
+            "resumable checkpoint; prints one 'SHMN-EPOCH {json}' line per epoch. --init-model fine-tunes: the run "
+            "starts from that model's weights (same preset and resolution) and its model card says so. For several GPUs or nodes "
             "launch it with torchrun: torchrun --nproc_per_node N -m shmn train ..."
         ),
     )
@@ -29,6 +30,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="run folder (must not hold a run, unless --resume)")
     parser.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR after its last completed epoch")
     parser.add_argument("--epochs", type=int, help="number of epochs (may be raised when resuming)")
+    parser.add_argument("--init-model", metavar="MODEL",
+                        help="start from this model's weights instead of a random initialisation (fine-tuning): a registered "
+                             "name, name@version or a .safetensors file of the same preset and resolution")
     add_device_option(parser, default=None, help="auto (CUDA when present), cpu, cuda (under torchrun: LOCAL_RANK's GPU) or cuda:N")
     parser.add_argument("--resolution", choices=tuple(RESOLUTION_PRESETS), help="model grid and network width preset")
     parser.add_argument("--cache", metavar="DIR", help="preprocessing cache folder (default RUN_DIR/cache); share it between runs")
@@ -54,11 +58,16 @@ def run(args: argparse.Namespace) -> int:
         for key, value in {
             "resolution": args.resolution, "epochs": args.epochs, "device": args.device, "seed": args.seed,
             "batch_size": args.batch_size, "num_workers": args.num_workers,
-            "synthesis": args.synthesis, "synthesis_samples": args.synthesis_samples,
+            "synthesis": args.synthesis, "synthesis_samples": args.synthesis_samples, "init_model": args.init_model,
         }.items()
         if value is not None
     }
     config = load_config(args.config, overrides)
+    if args.init_model is not None and not args.resume:
+        from shmn.training.initial_weights import load_initial_weights
+
+        # Checked here, named as the option, before train() claims or writes anything (train() loads it again).
+        load_initial_weights(args.init_model, config.network, option="--init-model")
     summary = train(config, args.data, args.output, resume=args.resume, progress=not args.quiet, cache_dir=args.cache)
     if summary["rank"] != 0:
         return 0

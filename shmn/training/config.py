@@ -23,7 +23,7 @@ import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from shmn.contract import DEVICES  # noqa: F401 - re-exported: the config's device names are the contract's
+from shmn.contract import DEVICES, PRESET_TASKS  # noqa: F401 - DEVICES re-exported: the config's device names are the contract's
 from shmn.errors import ShmnError
 from shmn.network.losses import LossConfig
 from shmn.network.model import NetworkConfig
@@ -33,12 +33,12 @@ from shmn.training.fieldtypes import field_types
 # Task presets (paper Table 1). ventricle_label_limit: None = every ventricle mask of the train and
 # val splits; 10 = SHMN-4*, only the first 10 in manifest order, the rest get pseudo-labels.
 TASK_PRESETS: dict[str, dict] = {
-    "single-pvl": {"tasks": ("pvl",), "ventricle_label_limit": None, "pseudo_labels": False},
-    "single-macs": {"tasks": ("macs",), "ventricle_label_limit": None, "pseudo_labels": False},
-    "shmn2": {"tasks": ("pvl", "macs"), "ventricle_label_limit": None, "pseudo_labels": False},
-    "shmn3": {"tasks": ("pvl", "localization", "macs"), "ventricle_label_limit": None, "pseudo_labels": False},
-    "shmn4": {"tasks": ("pvl", "ventricles", "localization", "macs"), "ventricle_label_limit": None, "pseudo_labels": False},
-    "shmn4-star": {"tasks": ("pvl", "ventricles", "localization", "macs"), "ventricle_label_limit": 10, "pseudo_labels": True},
+    "single-pvl": {"tasks": PRESET_TASKS["single-pvl"], "ventricle_label_limit": None, "pseudo_labels": False},
+    "single-macs": {"tasks": PRESET_TASKS["single-macs"], "ventricle_label_limit": None, "pseudo_labels": False},
+    "shmn2": {"tasks": PRESET_TASKS["shmn2"], "ventricle_label_limit": None, "pseudo_labels": False},
+    "shmn3": {"tasks": PRESET_TASKS["shmn3"], "ventricle_label_limit": None, "pseudo_labels": False},
+    "shmn4": {"tasks": PRESET_TASKS["shmn4"], "ventricle_label_limit": None, "pseudo_labels": False},
+    "shmn4-star": {"tasks": PRESET_TASKS["shmn4-star"], "ventricle_label_limit": 10, "pseudo_labels": True},
 }
 
 # Resolution presets: model grid (shmn.preprocessing.preprocess.GRIDS) and network width/depth. "fast" is what a

@@ -33,12 +33,12 @@ from shmn import __version__
 from shmn import devices
 from shmn.training import distributed
 from shmn.io.atomic import ensure_writable_dir, write_json
-from shmn.io.digest import sha256_of
 from shmn.training.case_cache import CaseCache
 from shmn.training.checkpoint import RunFiles, load_state, read_json_file, save_state, write_metrics_log
 from shmn.training.config import TrainConfig, config_from_dict, differences
 from shmn.training.curves import plot_curves
 from shmn.training.data import ShmnDataset, Splits, collate, describe_training_data, load_manifests, training_splits
+from shmn.training.initial_weights import load_initial_weights
 from shmn.errors import ShmnError
 from shmn.network.losses import shmn_loss
 from shmn.io.manifest import Manifest
@@ -154,20 +154,6 @@ def macs_balance_epsilon(train: list) -> float:
     return round(severe / mild, 4) if severe and mild else 1.0
 
 
-def _initial_weights(core: torch.nn.Module, config: TrainConfig) -> dict:
-    """Load ``config.init_model``'s weights into ``core`` (same network config); what it was, for the card."""
-    from shmn.io.registry import resolve_model
-    from shmn.network.model_file import load_model
-
-    path, entry = resolve_model(config.init_model)
-    source, card = load_model(path, expected_sha256=entry["sha256"] if entry else None)
-    if source.config != core.config:
-        raise ShmnError(f"config: init_model {config.init_model!r} has another network ({source.config}) than this config's "
-                        f"({core.config}); give a model of the same preset and resolution")
-    core.load_state_dict(source.state_dict())
-    return {"model": card.get("name", path.name), "version": card.get("version"), "sha256": sha256_of(path)}
-
-
 def _loader(dataset, ctx, config: TrainConfig, training: bool) -> tuple[DataLoader, DistributedSampler | None]:
     if training:
         # A DistributedSampler even in one process: its order depends on (seed, epoch) only.
@@ -232,6 +218,8 @@ def _train(config, manifests, run_dir: Path, resume, progress, cache_dir, log, c
     manifests = load_manifests(manifests)
     files = RunFiles(run_dir)
     state = _open_run(files, config, manifests, resume, ctx)
+    # Before anything is written: a wrong init_model leaves no run behind. A resumed run's weights are its checkpoint's.
+    initial = load_initial_weights(config.init_model, config.network) if state is None and config.init_model else None
     distributed.barrier(ctx)  # every rank has checked the folder before rank 0 writes into it
     splits = training_splits(manifests, config)
     data_card = describe_training_data(manifests, splits)
@@ -258,7 +246,10 @@ def _train(config, manifests, run_dir: Path, resume, progress, cache_dir, log, c
     scaler = devices.grad_scaler(ctx.device, mode)
     history: list[dict] = []
     best = {"epoch": None, "loss": None}
-    initialised_from = _initial_weights(core, config) if state is None and config.init_model else None
+    if initial is not None:
+        core.load_state_dict(initial.state)
+    # Kept in the checkpoint, so that a resumed run's card still says what the run started from.
+    initialised_from = initial.source if initial is not None else (state or {}).get("initialised_from")
     if initialised_from:
         data_card = {**data_card, "initialised_from": initialised_from}
     if config.macs_balance:
@@ -313,7 +304,7 @@ def _train(config, manifests, run_dir: Path, resume, progress, cache_dir, log, c
                 save_model(files.best_model, core, card)
             save_state(files.state, {"epoch": epoch + 1, "model": core.state_dict(), "optimizer": optimizer.state_dict(),
                                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                                     "history": history, "best": best})
+                                     "history": history, "best": best, "initialised_from": initialised_from})
             write_metrics_log(files.metrics, history)
             plot_curves(history, files.curves, title=f"{config.model_name} ({config.preset}, {config.resolution})")
             print(structured_line(EPOCH_PREFIX, record), flush=True)
