@@ -1,14 +1,15 @@
 """Train the 1 mm lesion refiner (shmn.network.refiner) and write its model file: bank, then training.
 
     GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736 \
-    .venv/bin/python benchmarks/train_lesion_refiner.py --work /tmp/refiner --samples 160 --steps 800 [--no-prior] [--resume]
+    .venv/bin/python benchmarks/train_lesion_refiner.py --work /tmp/refiner --samples 120 --steps 1500 [--no-prior] [--resume]
 
 1. Bank (WORK/bank, resumable, shmn.training.refiner_bank): domain-randomised MNI152 samples at 1 mm
    (ICBM 2009 held out for the OOD cohort), cut to the periventricular box, with the stage-1 prior of the
    registry's default model (its sha256 goes into the card).
 2. Training (WORK/cascade or WORK/patch-only, resumable: shmn.training.refiner_train).
 3. The model file (default WORK/<run>.safetensors; --out PATH), written atomically with its card.
-Link a trained cascade to the default model with `--link` (Resources/models.json "lesion_refiner").
+Link a trained cascade to the default model with `--link Resources/models.json --out Resources/NAME.safetensors`
+(the registry entry's "lesion_refiner": {"file", "sha256"}).
 Everything is synthetic: the card says so.
 """
 
@@ -32,9 +33,9 @@ from shmn.training.refiner_train import RefinerTrainConfig, load_bank, train_ref
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", required=True, type=Path, help="folder for the bank, the run and the model file")
-    parser.add_argument("--samples", type=int, default=160, help="bank samples (default 160)")
-    parser.add_argument("--steps", type=int, default=800, help="training steps (default 800)")
-    parser.add_argument("--patch", type=int, default=64, help="patch edge in 1 mm voxels, a multiple of 16 (default 64)")
+    parser.add_argument("--samples", type=int, default=120, help="bank samples (default 120)")
+    parser.add_argument("--steps", type=int, default=1500, help="training steps (default 1500)")
+    parser.add_argument("--patch", type=int, default=48, help="patch edge in 1 mm voxels, a multiple of 16 (default 48)")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--no-prior", action="store_true", help="the patch-only alternative: no stage-1 prior channel")
@@ -43,6 +44,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bank-only", action="store_true", help="build the bank and stop")
     parser.add_argument("--out", type=Path, default=None, help="model file (default WORK/<run>.safetensors)")
     parser.add_argument("--name", default=None, help="the refiner's name in its card")
+    parser.add_argument("--link", type=Path, default=None, metavar="REGISTRY",
+                        help="after training, link the cascade to REGISTRY's default model (its 'lesion_refiner' entry); "
+                             "the model file must lie in REGISTRY's folder")
     args = parser.parse_args(argv)
     if args.patch % 16 or args.patch < 16:
         parser.error(f"--patch {args.patch}: expected a multiple of 16")
@@ -53,7 +57,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def card(args: argparse.Namespace, config: RefinerTrainConfig, spec, record: dict, name: str) -> dict:
     return {
-        "name": name, "version": "1.0.0", "window": config.patch,
+        "name": name, "version": "1.0.0", "window": None,  # the whole box as one window (batch norm)
         "stage1_sha256": spec.stage1_sha256 if config.use_prior else None,
         "bank_stage1_sha256": spec.stage1_sha256,
         "training_data": (f"SYNTHETIC ONLY: {args.samples} domain-randomised MNI152 samples at 1 mm "
@@ -65,6 +69,25 @@ def card(args: argparse.Namespace, config: RefinerTrainConfig, spec, record: dic
         "training": record,
         "intended_use": "Demonstration and software testing on synthetic data. Not validated on patients; not for clinical use.",
     }
+
+
+def link_refiner(registry: Path, refiner: Path, sha256: str, stage1_sha256: str) -> dict:
+    """Set the default entry's "lesion_refiner" of ``registry`` (written atomically); it must be the refiner's stage 1."""
+    from shmn.io.registry import read_registry
+
+    models = read_registry(registry)
+    defaults = [entry for entry in models if entry.get("default")]
+    if not defaults:
+        raise ShmnError(f"{registry}: no default model to link the refiner to")
+    if defaults[-1]["sha256"] != stage1_sha256:
+        raise ShmnError(f"{registry}: the default model {defaults[-1]['name']} is not the refiner's stage 1 (sha256 {stage1_sha256})")
+    try:
+        file = refiner.resolve().relative_to(registry.resolve().parent).as_posix()
+    except ValueError:
+        raise ShmnError(f"--link {registry}: the refiner {refiner} must lie in the registry's folder") from None
+    defaults[-1]["lesion_refiner"] = {"file": file, "sha256": sha256}
+    write_json(registry, {"models": models})
+    return defaults[-1]["lesion_refiner"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         digest = save_refiner(out, network, config.network, spec.box, card(args, config, spec, record, name))
         write_json(args.work / f"{run}.json", {"file": str(out), "sha256": digest, **record})
         print(json.dumps({"file": str(out), "sha256": digest, **record}))
+        if args.link is not None:
+            if args.no_prior:
+                raise ShmnError("--link: only the cascade (with its prior) is linked to the 2 mm model")
+            print(json.dumps({"linked": link_refiner(args.link, out, digest, spec.stage1_sha256)}))
     except ShmnError as exc:
         print(f"train_lesion_refiner: error: {exc}", file=sys.stderr)
         return 2

@@ -8,6 +8,8 @@ probability is kept outside it, that inside it the input's probability is the re
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -109,3 +111,93 @@ def test_tiny_1mm_input_is_normalised_like_the_2mm_case(tiny_case):
     both = brain & (coarse != 0)
     assert abs(float(image[both].mean() - coarse[both].mean())) < 0.25  # same statistics, same bias field
     assert np.corrcoef(image[both], coarse[both])[0, 1] > 0.8
+
+
+def test_a_cached_case_runs_the_same_1mm_path(tiny_case, tmp_path):
+    """`shmn evaluate --cache`: the cache keeps N4's field and the z-score, so a cached case refines as a fresh one."""
+    from types import SimpleNamespace
+
+    from shmn.training.case_cache import CaseCache
+
+    native, predictor, fine, _ = tiny_case
+    path = tmp_path / "case.nii.gz"
+    sitk.WriteImage(native, str(path))
+    sample = SimpleNamespace(id="case", image=path, pvl=None, ventricles=None)
+    config = dataclasses.replace(predictor.preprocess, register=False)  # as the fixture's predictions
+    cached = CaseCache(tmp_path / "cache", config, 4.0).preprocessed(sample)
+    assert cached.normalisation == pytest.approx(fine.prep.normalisation, rel=1e-6)
+    assert np.allclose(cached.log_bias_field, fine.prep.log_bias_field)
+    again = predict_native(native, predictor, PredictOptions(device="cpu", register=False), prep=cached)
+    assert again.lesion_grid == fine.lesion_grid
+    assert np.allclose(sitk.GetArrayViewFromImage(again.probabilities["pvl"]), sitk.GetArrayViewFromImage(fine.probabilities["pvl"]), atol=1e-4)
+
+
+# --- the shipped models on one 0.1 mL lesion ----------------------------------------------------------------
+
+RADIUS_MM = 2.88  # 4/3 pi r^3 = 0.100 mL
+PHANTOM_SEEDS = (1000, 1002)
+PHANTOM_CONTRAST = 2.0
+
+
+def _sphere_share(radius_mm: float, half: int = 5) -> np.ndarray:
+    """The share of each 1 mm voxel of a (2 half + 1)^3 block inside a centred sphere (4^3 sub-samples): partial volume."""
+    sub = (np.arange(4) + 0.5) / 4 - 0.5
+    z, y, x = np.ogrid[-half:half + 1, -half:half + 1, -half:half + 1]
+    share = np.zeros((2 * half + 1,) * 3, np.float32)
+    for dz in sub:
+        for dy in sub:
+            for dx in sub:
+                share += ((z + dz) ** 2 + (y + dy) ** 2 + (x + dx) ** 2 <= radius_mm**2) / 64.0
+    return share
+
+
+def one_lesion_phantom(seed: int, contrast: float) -> tuple[sitk.Image, np.ndarray]:
+    """A lesion-free domain-randomised brain at 1 mm (MNI152 anatomy, FLAIR contrast, a 1 mm acquisition), with
+    one 0.1 mL sphere painted into periventricular white matter (5-9 mm from the ventricles), ``contrast`` times
+    the grey-white difference above grey matter. Returns (brain-only image in MNI space, lesion mask z y x)."""
+    from shmn.synthesis.randomised import labels as L
+    from shmn.synthesis.randomised.artefacts import ArtefactConfig
+    from shmn.synthesis.randomised.intensities import IntensityConfig
+    from shmn.synthesis.randomised.pathology import PathologyConfig
+    from shmn.synthesis.randomised.sampler import SynthesisConfig, synthesise
+
+    one_mm = ArtefactConfig(thick_slice_probability=0.0, gap_probability=0.0, in_plane_mm=(1.0, 1.0), ghost_probability=0.0,
+                            gibbs_probability=0.0, histogram_shift_probability=0.0, gamma_probability=0.0)
+    config = SynthesisConfig(anatomies=("mni152",), head_probability=1.0, intensity=IntensityConfig(flair_probability=1.0),
+                             pathology=PathologyConfig(severity_weights=(1.0, 0.0, 0.0, 0.0)), artefacts=one_mm)
+    sample = synthesise(seed, GRIDS["paper"], config)
+    labels, image = sample.labels, sample.image.copy()
+    distance = ndimage.distance_transform_edt(labels != L.VENTRICLE)
+    inside = ndimage.binary_erosion(labels == L.WHITE_MATTER, iterations=4) & (distance >= 5) & (distance <= 9)
+    candidates = np.argwhere(inside)
+    cz, cy, cx = candidates[np.random.default_rng(seed).integers(len(candidates))]
+    share = _sphere_share(RADIUS_MM)
+    block = (slice(cz - 5, cz + 6), slice(cy - 5, cy + 6), slice(cx - 5, cx + 6))
+    wm, gm = image[labels == L.WHITE_MATTER].mean(), image[labels == L.CORTEX].mean()
+    image[block] = image[block] * (1 - share) + (gm + contrast * (gm - wm)) * share
+    truth = np.zeros(image.shape, bool)
+    truth[block] = share >= 0.5
+    image = np.where(sample.brain, image - image[sample.brain].min() + 0.5, 0.0).astype(np.float32)  # positive, brain only
+    native = sitk.GetImageFromArray(image)
+    native.CopyInformation(model_grid_reference(GRIDS["paper"]))
+    return native, truth
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", PHANTOM_SEEDS)
+def test_shipped_1mm_path_finds_a_01ml_lesion_the_2mm_path_misses(seed):
+    """Found: the predicted mask covers at least half of the lesion's voxels; missed: less than half."""
+    from shmn.io.registry import shipped_registry_path
+    from shmn.preprocessing.preprocess import preprocess
+
+    predictor = load_predictor(None, registries=[shipped_registry_path()])
+    assert predictor.refiner is not None, "the shipped default model links no lesion refiner"
+    native, truth = one_lesion_phantom(seed, PHANTOM_CONTRAST)
+    assert truth.sum() * 1e-3 == pytest.approx(0.1, abs=0.01)
+    prep = preprocess(native, predictor.preprocess)
+    covered = {}
+    for use_1mm in (True, False):
+        prediction = predict_native(native, predictor, PredictOptions(device="cpu", lesion_1mm=use_1mm), prep=prep)
+        covered[use_1mm] = float(sitk.GetArrayViewFromImage(prediction.masks["pvl"])[truth].mean())
+    assert covered[True] >= 0.5, f"1 mm path covers {covered[True]:.0%} of the 0.1 mL lesion"
+    assert covered[False] < 0.5, f"2 mm path covers {covered[False]:.0%} of the 0.1 mL lesion"

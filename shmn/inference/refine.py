@@ -5,8 +5,8 @@ After the 2 mm forward pass:
 1. the input goes onto the refiner's 1 mm box through the case's own transform (linear, anti-aliased
    for 1 mm), N4's log bias field of the 2 mm grid is upsampled and divided out, and the 2 mm case's
    z-score statistics are applied inside the brain (the template brain at 1 mm, within the case's brain);
-2. the refiner (MONAI sliding windows of its training patch size: instance norm sees what it saw in
-   training) gives a 1 mm lesion probability from that image and, for a cascade, the 2 mm probability
+2. the refiner (MONAI sliding-window inference; by default the whole box is one window: the
+   refiner's batch norm makes its output independent of the window) gives a 1 mm lesion probability from that image and, for a cascade, the 2 mm probability
    upsampled linearly to 1 mm;
 3. on the input's grid, the 1 mm probability (linear) where the input's voxel lies inside the box, the
    2 mm probability (linear) elsewhere; `shmn predict` thresholds that as before.
@@ -67,7 +67,15 @@ def roi_inputs(native: sitk.Image, case: PreprocessedCase, box: RoiBox) -> tuple
     return np.where(brain, (image - mean) / std, 0.0).astype(np.float32), brain
 
 
-def refine_box(refiner: Refiner, image: np.ndarray, prior: np.ndarray | None, window: int, overlap: float = 0.25,
+def window_of(refiner: Refiner) -> tuple[int, int, int]:
+    """The card's "window" (an edge in voxels), else the whole box rounded up to the network's divisor (16)."""
+    window = refiner.card.get("window")
+    if window:
+        return (int(window),) * 3
+    return tuple(-(-int(n) // 16) * 16 for n in refiner.box.size_zyx)
+
+
+def refine_box(refiner: Refiner, image: np.ndarray, prior: np.ndarray | None, window: tuple[int, int, int], overlap: float = 0.25,
                cpu_bf16: bool | None = None) -> np.ndarray:
     """The refiner's lesion probability (z, y, x) on its box, by MONAI sliding windows of ``window`` voxels."""
     from monai.inferers import sliding_window_inference
@@ -79,7 +87,7 @@ def refine_box(refiner: Refiner, image: np.ndarray, prior: np.ndarray | None, wi
     device = torch.device("cpu")
     mode = devices.precision(device, "auto", cpu_bf16)
     with torch.inference_mode(), devices.autocast(device, mode):
-        logits = sliding_window_inference(x, (window,) * 3, sw_batch_size=2, predictor=refiner.network, overlap=overlap, mode="gaussian")
+        logits = sliding_window_inference(x, window, sw_batch_size=2, predictor=refiner.network, overlap=overlap, mode="gaussian")
     return torch.sigmoid(logits.float())[0, 0].numpy()
 
 
@@ -90,8 +98,7 @@ def native_lesion_probability(native: sitk.Image, case: PreprocessedCase, coarse
     box = refiner.box
     image, brain = roi_inputs(native, case, box)
     prior = coarse_to_roi(np.where(case.brain, coarse_probability, 0.0), case.reference, box) if refiner.uses_prior else None
-    window = int(refiner.card.get("window", 48))
-    fine = np.where(brain, refine_box(refiner, image, prior, window, cpu_bf16=cpu_bf16), 0.0).astype(np.float32)
+    fine = np.where(brain, refine_box(refiner, image, prior, window_of(refiner), cpu_bf16=cpu_bf16), 0.0).astype(np.float32)
     fine_image = sitk.GetImageFromArray(fine)
     fine_image.CopyInformation(box.reference())
     on_native = sitk.Resample(fine_image, native, case.transform.GetInverse(), sitk.sitkLinear, float("nan"), sitk.sitkFloat32)
@@ -113,4 +120,6 @@ def lesion_path(native: sitk.Image, case: PreprocessedCase, coarse_probability: 
         raise ShmnError(f"--lesion-1mm: model {model_name} has no lesion refiner (registry entry 'lesion_refiner')")
     if use_1mm is False or refiner is None or coarse_probability is None:
         return LesionPath(coarse_on_native, COARSE_ONLY)
+    if case.normalisation is None and not use_1mm:  # a case cached before the 1 mm path existed (`shmn evaluate --cache`)
+        return LesionPath(coarse_on_native, COARSE_ONLY + " (1 mm path off: the cached case lacks its N4 field and z-score)")
     return native_lesion_probability(native, case, coarse_probability, refiner, coarse_on_native, cpu_bf16)

@@ -43,10 +43,11 @@ class RefinerTrainConfig:
     checkpoint_every: int = 50
     seed: int = 0
     amp: str = "auto"          # shmn.devices.precision: bf16 autocast on CPUs with bf16
+    norm: str = "batch"        # shmn.network.refiner.RefinerNetwork.norm
 
     @property
     def network(self) -> RefinerNetwork:
-        return RefinerNetwork(tuple(self.features), 2 if self.use_prior else 1)
+        return RefinerNetwork(tuple(self.features), 2 if self.use_prior else 1, self.norm)
 
     def to_json(self) -> dict:
         data = dataclasses.asdict(self)
@@ -115,12 +116,17 @@ def draw_batch(bank: list[dict], config: RefinerTrainConfig, step: int, flips) -
     return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(labels))
 
 
+def _without_steps(config: dict) -> dict:
+    return {key: value for key, value in config.items() if key != "steps"}
+
+
 def _prepare_run(run_dir: Path, config: RefinerTrainConfig, resume: bool) -> dict | None:
     config_file, state_file = run_dir / "config.json", run_dir / "checkpoint.pt"
     if config_file.exists() or state_file.exists():
         if not resume:
             raise ShmnError(f"{run_dir}: a refiner run is already here; add --resume to continue it or choose another --work")
-        if config_file.exists() and read_json_file(config_file, "config") != config.to_json():
+        # --steps may grow on --resume (a finished run trained further); every other option must match.
+        if config_file.exists() and _without_steps(read_json_file(config_file, "config")) != _without_steps(config.to_json()):
             raise ShmnError(f"{config_file}: the run was started with another configuration; resume with the same options")
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(config_file, config.to_json())
