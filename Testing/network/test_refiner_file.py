@@ -82,3 +82,18 @@ def test_shipped_default_links_a_refiner_whose_card_names_the_default_model():
     assert refiner.card["stage1_sha256"] == entry["sha256"], "the refiner's prior was made by another 2 mm model"
     assert refiner.path.stat().st_size <= 5 * 1024 * 1024
     assert json.dumps(refiner.card)  # the card is plain JSON
+
+
+def test_a_copy_of_the_default_given_by_path_runs_without_the_refiner(tmp_path):
+    """The refiner lies beside the registered file: a byte-identical copy elsewhere keeps its name, not the link."""
+    import shutil
+
+    from shmn.inference.predict import load_predictor
+    from shmn.io.registry import resolve_model, shipped_registry_path
+
+    path, entry = resolve_model(None, [shipped_registry_path()])
+    copy = tmp_path / path.name
+    shutil.copy(path, copy)
+    predictor = load_predictor(copy, registries=[shipped_registry_path()])
+    assert predictor.info.name == entry["name"] and predictor.refiner is None
+    assert load_predictor(None, registries=[shipped_registry_path()]).refiner is not None

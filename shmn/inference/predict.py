@@ -110,6 +110,8 @@ def load_predictor(model: str | os.PathLike | None = None, registries: list[Path
     """Resolve a registry name, name@version, .safetensors path or None (the default) and load it."""
     path, entry = resolve_model(model, registries)
     network, card = load_model(path, expected_sha256=entry["sha256"] if entry else None, device=device)
+    # The refiner lies beside the registered file; a copy given by path (below) runs without it.
+    refiner = linked_refiner(entry, path)
     notes: list[str] = []
     name = version = None
     if not entry:
@@ -139,7 +141,7 @@ def load_predictor(model: str | os.PathLike | None = None, registries: list[Path
         intended_use=entry.get("intended_use") or card.get("intended_use"),
         metrics=entry.get("metrics") or card.get("metrics"),
     )
-    return Predictor(network, card, info, preprocess_config_from_card(card, str(path)), notes, linked_refiner(entry, path))
+    return Predictor(network, card, info, preprocess_config_from_card(card, str(path)), notes, refiner)
 
 
 def native_probability(probability: np.ndarray | None, case: PreprocessedCase, native: sitk.Image) -> sitk.Image:
