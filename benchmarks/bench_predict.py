@@ -40,7 +40,7 @@ from shmn.inference.predict import PredictOptions, load_predictor, predict_case 
 from shmn.preprocessing.preprocess import preprocess  # noqa: E402
 from shmn.training.config import DEVICES  # noqa: E402
 
-STEPS = ("read", "register", "resample", "n4", "inference", "postprocess", "write", "total")
+STEPS = ("read", "brain_extraction", "register", "resample", "n4", "inference", "lesion_1mm", "postprocess", "write", "total")
 
 
 def peak_rss_gb() -> float:

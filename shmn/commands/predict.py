@@ -33,6 +33,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--probabilities", action="store_true", help="also write pvl_probability.nii.gz and ventricles_probability.nii.gz (float32, 0-1, on the input's grid)")
     parser.add_argument("--anonymise", action="store_true", help="report.html and report.pdf without the patient's name, ID, study date or file name")
     parser.add_argument("--sliding-window", action="store_true", help="force sliding-window inference (less memory, slower)")
+    parser.add_argument("--lesion-grid", choices=("auto", "1mm", "2mm"), default="auto",
+                        help="lesions at 1 mm (the model's lesion refiner inside the periventricular box) or at the model's 2 mm grid; "
+                             "auto: 1 mm when the model links a refiner")
     return parser
 
 
@@ -48,9 +51,12 @@ def run(args: argparse.Namespace) -> int:
     inputs = expand_inputs(args.inputs)
     # The model is resolved and verified (sha256) before anything is written.
     predictor = load_predictor(args.model)
+    if getattr(args, "lesion_grid", "auto") == "1mm" and predictor.refiner is None:
+        raise ShmnError(f"--lesion-grid 1mm: model {predictor.info.name} links no lesion refiner (registry entry 'lesion_refiner')")
     options = PredictOptions(
         device=args.device, register=not args.no_register, overwrite=args.overwrite, sliding_window=args.sliding_window,
         probabilities=args.probabilities, anonymise=args.anonymise, tta=args.tta,
+        lesion_1mm={"auto": None, "1mm": True, "2mm": False}[getattr(args, "lesion_grid", "auto")],
     )
     created = not out_dir.exists()
     try:

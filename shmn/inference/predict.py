@@ -35,6 +35,8 @@ from shmn.io.digest import sha256_of
 from shmn.network.model import SHMN
 from shmn import contract
 from shmn.network.model_file import load_model
+from shmn.network.refiner import Refiner, linked_refiner
+from shmn.inference.refine import lesion_path
 from shmn.reporting.overview import render_overview
 from shmn.inference.card_config import grid_from_card, preprocess_config_from_card
 from shmn.preprocessing.preprocess import PreprocessConfig, PreprocessedCase, preprocess, to_native
@@ -77,6 +79,7 @@ class PredictOptions:
     tta: bool = False  # test-time left-right flip: per-lesion disagreement (one more forward pass, shmn.inference.flips)
     lesion_review_uncertainty: float = REVIEW_UNCERTAINTY_BITS  # shmn.measures.lesion_uncertainty
     lesion_review_disagreement: float = REVIEW_DISAGREEMENT
+    lesion_1mm: bool | None = None  # None: the 1 mm lesion refiner when the model links one; False: 2 mm (shmn.inference.refine)
 
 
 @dataclass
@@ -88,6 +91,7 @@ class Predictor:
     info: ModelInfo
     preprocess: PreprocessConfig
     warnings: list[str] = dataclasses.field(default_factory=list)  # written into every report it makes
+    refiner: Refiner | None = None  # the 1 mm lesion refiner the registry entry links (shmn.network.refiner)
 
     @property
     def ventricle_threshold(self) -> float:
@@ -106,6 +110,8 @@ def load_predictor(model: str | os.PathLike | None = None, registries: list[Path
     """Resolve a registry name, name@version, .safetensors path or None (the default) and load it."""
     path, entry = resolve_model(model, registries)
     network, card = load_model(path, expected_sha256=entry["sha256"] if entry else None, device=device)
+    # The refiner lies beside the registered file; a copy given by path (below) runs without it.
+    refiner = linked_refiner(entry, path)
     notes: list[str] = []
     name = version = None
     if not entry:
@@ -135,7 +141,7 @@ def load_predictor(model: str | os.PathLike | None = None, registries: list[Path
         intended_use=entry.get("intended_use") or card.get("intended_use"),
         metrics=entry.get("metrics") or card.get("metrics"),
     )
-    return Predictor(network, card, info, preprocess_config_from_card(card, str(path)), notes)
+    return Predictor(network, card, info, preprocess_config_from_card(card, str(path)), notes, refiner)
 
 
 def native_probability(probability: np.ndarray | None, case: PreprocessedCase, native: sitk.Image) -> sitk.Image:
@@ -201,6 +207,7 @@ class NativePrediction:
     result: InferenceResult  # the model-grid outputs (probabilities, localization, MACS), device, precision
     probabilities: dict[str, sitk.Image]  # "pvl", "ventricles": float 0-1 on the input's grid (zeros: task absent)
     masks: dict[str, sitk.Image]  # the same thresholded: uint8 0/1
+    lesion_grid: str = ""  # which lesion path made probabilities["pvl"] (shmn.inference.refine)
 
     def has(self, task: str) -> bool:
         """Whether the model has the segmentation ``task`` ("pvl" or "ventricles")."""
@@ -231,12 +238,17 @@ def predict_native(native: sitk.Image, predictor: Predictor, options: PredictOpt
         "pvl": native_probability(result.pvl_probability, prep, native),
         "ventricles": native_probability(result.ventricle_probability, prep, native),
     }
+    lesions = lesion_path(native, prep, result.pvl_probability, predictor.refiner, probabilities["pvl"], options.lesion_1mm,
+                          predictor.info.name, options.cpu_bf16)
+    probabilities["pvl"] = lesions.probability
     masks = {
         "pvl": threshold_mask(probabilities["pvl"], options.pvl_threshold),
         "ventricles": threshold_mask(probabilities["ventricles"], options.ventricle_threshold),
     }
-    timings["postprocess"] = time.perf_counter() - tick
-    return NativePrediction(prep, result, probabilities, masks)
+    timings["postprocess"] = time.perf_counter() - tick - lesions.seconds
+    if lesions.seconds:
+        timings["lesion_1mm"] = lesions.seconds
+    return NativePrediction(prep, result, probabilities, masks, lesions.lesion_grid)
 
 
 @dataclass
@@ -284,7 +296,7 @@ def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predict
         ventricle_volume_ml=float(sitk.GetArrayViewFromImage(ventricles).sum()) * voxel_ml if has_ventricles else None,
         model=predictor.info,
         preprocessing={"params": prep.params, "registration_quality": prep.quality, "timings_s": prep.timings_s},
-        inference={"device": result.device, "precision": result.precision, "mode": result.mode},
+        inference={"device": result.device, "precision": result.precision, "mode": result.mode, "lesion_grid": prediction.lesion_grid},
         thresholds={
             "pvl_probability": options.pvl_threshold,
             "ventricle_probability": options.ventricle_threshold,

@@ -99,6 +99,8 @@ class PreprocessedCase:
     timings_s: dict
     brain_native: BrainMask | None = None  # the extracted brain on the input's grid (None: extraction off)
     template_brain: np.ndarray | None = None  # bool (z, y, x): the template's brain on the model grid
+    log_bias_field: np.ndarray | None = None  # float32 (z, y, x): N4's log field on the model grid (None: no N4)
+    normalisation: dict | None = None  # {"mean", "std"} of the z-score (unrounded): the 1 mm lesion path reuses them
 
 
 def _middle_of_true(flags: np.ndarray) -> float:
@@ -146,12 +148,16 @@ def _antialias(native: sitk.Image, spacing_mm: float) -> sitk.Image:
     return native
 
 
-def n4_correct(image: np.ndarray, brain: np.ndarray, reference: sitk.Image, config: PreprocessConfig) -> tuple[np.ndarray, int | None]:
-    """Divide out the N4 bias field fitted inside the brain (on a shrunk copy; field evaluated at full grid)."""
+def n4_correct(image: np.ndarray, brain: np.ndarray, reference: sitk.Image,
+               config: PreprocessConfig) -> tuple[np.ndarray, int | None, np.ndarray | None]:
+    """Divide out the N4 bias field fitted inside the brain (on a shrunk copy; field evaluated at full grid).
+
+    Returns (corrected image, shrink used, log bias field on the grid): the field is kept so that the
+    1 mm lesion path (shmn.inference.refine) divides the same field, upsampled, out of its 1 mm image."""
     shrink = max(1, min(int(config.n4_shrink), min(config.grid.size) // MIN_N4_VOXELS))
     fit_mask = brain & (image > 0)
     if fit_mask.sum() < 100:
-        return image, None
+        return image, None, None
     full = _grid_image(np.where(fit_mask, image, 0).astype(np.float32), reference)
     mask = _grid_image(fit_mask.astype(np.uint8), reference)
     small, small_mask = (sitk.Shrink(full, [shrink] * 3), sitk.Shrink(mask, [shrink] * 3)) if shrink > 1 else (full, mask)
@@ -162,8 +168,8 @@ def n4_correct(image: np.ndarray, brain: np.ndarray, reference: sitk.Image, conf
         n4.Execute(small, small_mask)
         log_field = sitk.GetArrayFromImage(n4.GetLogBiasFieldAsImage(full))
     except RuntimeError:
-        return image, None  # an uncorrected image beats no result; params record n4_shrink_on_grid None
-    return (image / np.exp(log_field)).astype(np.float32), shrink
+        return image, None, None  # an uncorrected image beats no result; params record n4_shrink_on_grid None
+    return (image / np.exp(log_field)).astype(np.float32), shrink, log_field.astype(np.float32)
 
 
 def normalise(image: np.ndarray, brain: np.ndarray, percentiles: tuple[float, float]) -> tuple[np.ndarray, dict]:
@@ -261,9 +267,9 @@ def preprocess(image: sitk.Image, config: PreprocessConfig, source: str = "input
     timings["resample"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    n4_shrink_used = None  # stays None when N4 is off, or could not run
+    n4_shrink_used = log_bias_field = None  # stay None when N4 is off, or could not run
     if config.n4:
-        on_grid, n4_shrink_used = n4_correct(on_grid, brain, reference, config)
+        on_grid, n4_shrink_used, log_bias_field = n4_correct(on_grid, brain, reference, config)
     timings["n4"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
@@ -283,7 +289,7 @@ def preprocess(image: sitk.Image, config: PreprocessConfig, source: str = "input
     return PreprocessedCase(
         image=normalised, brain=brain, reference=reference, transform=transform,
         quality=quality, params=_jsonable(params), timings_s={k: round(v, 4) for k, v in timings.items()},
-        brain_native=extracted, template_brain=template_brain,
+        brain_native=extracted, template_brain=template_brain, log_bias_field=log_bias_field, normalisation=stats,
     )
 
 

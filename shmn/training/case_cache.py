@@ -146,6 +146,9 @@ class CaseCache:
                 brain=case.brain.astype(bool),
                 affine=_affine_arrays(case.transform),
                 meta=np.array(json.dumps(meta, default=str)),
+                # What the 1 mm lesion path needs of the 2 mm case (shmn.inference.refine): N4's field, the z-score.
+                **({"log_bias_field": case.log_bias_field.astype(np.float32)} if case.log_bias_field is not None else {}),
+                normalisation=np.array([case.normalisation["mean"], case.normalisation["std"]], np.float64),
             )
             if not case.quality.get("ok", True):
                 stats.warnings[sample.id] = str(case.quality.get("warning") or "registration quality is poor")
@@ -179,6 +182,10 @@ class CaseCache:
             self.prepare([SimpleNamespace(id=sample.id, image=sample.image, pvl=None, ventricles=None)])
         case = self._rebuild_case(image_entry)
         case.quality = self.quality(sample)
+        data = _load(image_entry)
+        if "normalisation" in data:  # entries written before the 1 mm lesion path lack it: that path then stays off
+            case.normalisation = dict(zip(("mean", "std"), map(float, data["normalisation"])))
+            case.log_bias_field = data.get("log_bias_field")
         return case
 
     def _rebuild_case(self, image_entry: Path) -> PreprocessedCase:
