@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--comparison", type=Path, required=True, help="ood_compare's comparison-TAG.json")
     parser.add_argument("--tag", required=True, help="the model's row tag in the comparison")
     parser.add_argument("--training-data", required=True)
+    parser.add_argument("--recipe", default=None, help="the command that trains the model (stored in its registry entry)")
     parser.add_argument("--keep-default", action="store_true")
     args = parser.parse_args()
     size_mb = args.model.stat().st_size / 1e6
@@ -72,6 +73,7 @@ def main() -> None:
                                  if k in calibration} or None,
             "measured_by": f"python benchmarks/ood_compare.py (comparison file {args.comparison.name}); synthetic data only",
         },
+        **({"recipe": args.recipe} if args.recipe else {}),
         "intended_use": "Demonstration and software testing on synthetic data. Not validated on patients; not for clinical use.",
         "default": not args.keep_default,
     })

@@ -41,6 +41,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-prior", action="store_true", help="the patch-only alternative: no stage-1 prior channel")
     parser.add_argument("--resume", action="store_true", help="continue a killed run in --work")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--stage1-model", default=None,
+                        help="the 2 mm model whose probability is the prior (registry name or .safetensors; default: the default model)")
     parser.add_argument("--bank-only", action="store_true", help="build the bank and stop")
     parser.add_argument("--out", type=Path, default=None, help="model file (default WORK/<run>.safetensors)")
     parser.add_argument("--name", default=None, help="the refiner's name in its card")
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     torch.set_num_threads(args.threads)
     try:
-        stage1, sha256 = shipped_stage1()
+        stage1, sha256 = shipped_stage1(args.stage1_model)
         spec = default_spec(sha256)
         bar = lambda items: progress_bar(items, file=sys.stderr, desc="bank", unit="sample")  # noqa: E731
         paths = build_bank(args.work / "bank", args.samples, spec, stage1, progress=bar)

@@ -1,7 +1,7 @@
 """The SHMN v2 recipe (issue 13, item 6): scripted and resumable, sized for one session on a 2-core CPU.
 
     .venv/bin/python benchmarks/train_v2.py --work /tmp/v2 [--stage1-epochs 9] [--stage2-epochs 6]
-        [--refiner-samples 120] [--refiner-steps 1500] [--calibration-cohort DIR] [--ship]
+        [--refiner-samples 120] [--refiner-steps 4500] [--calibration-cohort DIR] [--ship]
 
 Every stage leaves its output in WORK and is skipped when the output is there, so the same command goes on
 after a stop (a killed training run resumes from its last epoch):
@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--stage1-epochs", type=int, default=9)
     parser.add_argument("--stage2-epochs", type=int, default=6)
     parser.add_argument("--refiner-samples", type=int, default=120)
-    parser.add_argument("--refiner-steps", type=int, default=1500)
+    parser.add_argument("--refiner-steps", type=int, default=4500)
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--calibration-cohort", type=Path, default=None, help="default: WORK/calib (built here)")
     parser.add_argument("--ship", action="store_true", help="put the result into Resources/ as the default model")
@@ -98,7 +98,7 @@ def main() -> None:
     refiner = work / "refiner" / "lesion-refiner.safetensors"
     stage("1 mm lesion refiner", refiner, times, work, lambda: run(
         str(HERE / "train_lesion_refiner.py"), "--work", str(work / "refiner"), "--stage1-model", str(stage2_model),
-        "--samples", str(args.refiner_samples), "--steps", str(args.refiner_steps), "-o", str(refiner)))
+        "--samples", str(args.refiner_samples), "--steps", str(args.refiner_steps), "--out", str(refiner)))
     calib = args.calibration_cohort or work / "calib"
     stage("calibration cohort", calib / "cohort.json", times, work, lambda: run(
         "-m", "shmn", "phantom", "-o", str(calib), "--size", "paper", "--seed", "21", "--n-pvl", "1", "--n-macs", "16",
@@ -113,7 +113,7 @@ def main() -> None:
     if args.ship:
         run(str(HERE / "ship_model.py"), str(calibrated), "--comparison", str(comparison), "--tag", "v2",
             "--training-data", "synthetic only: SHMN phantom cohort (seed 0) + domain-randomised MNI152 samples "
-            "(benchmarks/train_v2.py)")
+            "(benchmarks/train_v2.py)", "--recipe", "python benchmarks/train_v2.py " + " ".join(sys.argv[1:]))
     print(json.dumps(times, indent=1))
 
 

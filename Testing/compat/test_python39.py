@@ -145,7 +145,7 @@ def test_the_models_a_run_can_start_from_are_read_without_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=120,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "['shmn4-fast-randomised', 'shmn4-fast-phantom'] shmn4-fast-randomised None [] []"
+    assert result.stdout.strip() == "['shmn4-fast-v2', 'shmn4-fast-randomised', 'shmn4-fast-phantom'] shmn4-fast-v2 None [] []"
 
 
 def test_shared_contract_is_torch_free():

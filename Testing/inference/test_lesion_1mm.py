@@ -195,8 +195,9 @@ def test_shipped_1mm_path_finds_a_01ml_lesion_the_2mm_path_misses(seed):
     from shmn.io.registry import shipped_registry_path
     from shmn.preprocessing.preprocess import preprocess
 
-    predictor = load_predictor(None, registries=[shipped_registry_path()])
-    assert predictor.refiner is not None, "the shipped default model links no lesion refiner"
+    # the refiner is linked to the v1 randomised model (its prior); the v2 default runs the 2 mm path
+    predictor = load_predictor("shmn4-fast-randomised@1.0.0+calibrated", registries=[shipped_registry_path()])
+    assert predictor.refiner is not None, "shmn4-fast-randomised links no lesion refiner"
     native, truth = one_lesion_phantom(seed, PHANTOM_CONTRAST)
     assert truth.sum() * 1e-3 == pytest.approx(0.1, abs=0.01)
     prep = preprocess(native, predictor.preprocess)

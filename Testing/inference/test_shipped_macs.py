@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from shmn.inference.calibration import calibrate_macs, calibration_from_card
 from shmn.inference.engine import InferenceOptions, run_inference
@@ -29,6 +30,13 @@ def _probabilities(predictor, grid: GridSpec, severity_weights: tuple[float, ...
     return probabilities, burdens
 
 
+# Known failure, kept strict so that it announces the day it passes. Measured (benchmarks/macs_vs_burden.py
+# --n 24): the shipped classifier's probability spans 0.234-0.282 (v1) and 0.540-0.549 (v2, before Platt
+# scaling) over fresh randomised subjects, Spearman with motor burden -0.09 / -0.15. A logistic probe on the
+# v2 encoder's pooled bottleneck (120 subjects, 5-fold) ranks MACS at AUC 0.47 (average pool) / 0.60 (max):
+# the shared encoder does not carry lesion burden to its bottleneck, so no head on it can discriminate.
+@pytest.mark.xfail(strict=True, reason="the network's MACS head does not discriminate on randomised subjects (issue 13 item 2 open); "
+                                       "the motor-burden estimate is the primary MACS estimate")
 def test_macs_probability_of_heavily_lesioned_phantoms_is_above_lesion_free_ones():
     predictor = load_predictor(None)
     grid = GridSpec(predictor.info.grid["spacing_mm"], tuple(predictor.info.grid["size"]))

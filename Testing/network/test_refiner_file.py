@@ -73,12 +73,16 @@ def test_registry_link_is_resolved_beside_the_model_and_checked(tmp_path):
         linked_refiner({"name": "m", "lesion_refiner": path.name}, model_file)
 
 
-def test_shipped_default_links_a_refiner_whose_card_names_the_default_model():
+# The shipped refiner's prior is the v1 randomised model's; v2 (the default) runs the 2 mm path (README, "SHMN v2").
+REFINED_MODEL = "shmn4-fast-randomised@1.0.0+calibrated"
+
+
+def test_shipped_refiner_is_linked_to_the_model_whose_prior_it_learned():
     from shmn.io.registry import resolve_model, shipped_registry_path
 
-    path, entry = resolve_model(None, [shipped_registry_path()])
+    path, entry = resolve_model(REFINED_MODEL, [shipped_registry_path()])
     refiner = linked_refiner(entry, path)
-    assert refiner is not None, "the default model links no lesion refiner (Resources/models.json 'lesion_refiner')"
+    assert refiner is not None, f"{REFINED_MODEL} links no lesion refiner (Resources/models.json 'lesion_refiner')"
     assert refiner.card["stage1_sha256"] == entry["sha256"], "the refiner's prior was made by another 2 mm model"
     assert refiner.path.stat().st_size <= 5 * 1024 * 1024
     assert json.dumps(refiner.card)  # the card is plain JSON
@@ -91,9 +95,9 @@ def test_a_copy_of_the_default_given_by_path_runs_without_the_refiner(tmp_path):
     from shmn.inference.predict import load_predictor
     from shmn.io.registry import resolve_model, shipped_registry_path
 
-    path, entry = resolve_model(None, [shipped_registry_path()])
+    path, entry = resolve_model(REFINED_MODEL, [shipped_registry_path()])
     copy = tmp_path / path.name
     shutil.copy(path, copy)
     predictor = load_predictor(copy, registries=[shipped_registry_path()])
     assert predictor.info.name == entry["name"] and predictor.refiner is None
-    assert load_predictor(None, registries=[shipped_registry_path()]).refiner is not None
+    assert load_predictor(REFINED_MODEL, registries=[shipped_registry_path()]).refiner is not None
