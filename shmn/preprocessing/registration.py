@@ -57,6 +57,10 @@ class RegistrationConfig:
     min_brain_mask_dice: float = 0.9
     brain_mask_window_mm: float = 10.0
     refine_passes: int = 2                       # re-registrations of the extracted brain cut to the registered template brain
+    # A pass runs only when the cut removes at least this share of the brain last registered. Measured on
+    # seed 2029's head phantoms 0-8 and 16: clean extractions lose 0.7-4.2 % to the cut and their refined
+    # transform moved <= 0.2 mm (median) for 2-4 s; head_016's leak lost 9.6 % and its pass fixed 2.1 mm.
+    refine_min_removed: float = 0.05
 
 
 @dataclass
