@@ -68,7 +68,8 @@ def test_the_two_anatomies_are_different_brains():
 
 def test_lesion_labels_are_bright_in_the_flair_ordered_case_through_every_transform():
     config = SynthesisConfig(
-        pathology=PathologyConfig(severity_weights=(0, 0, 0, 1)), intensity=IntensityConfig(flair_probability=1.0),
+        pathology=PathologyConfig(severity_weights=(0, 0, 0, 1)),
+        intensity=IntensityConfig(flair_probability=1.0, csf_unsuppressed_probability=0.0),
         artefacts=replace(ArtefactConfig(), brain_scale=(1.0, 1.0)), findings=FindingsConfig(probability=0.0),
     )
     for seed in range(3):
@@ -85,6 +86,30 @@ def test_lesion_labels_are_bright_in_the_flair_ordered_case_through_every_transf
         # the targets are the deformed label map's, and the density map peaks on the lesions
         assert np.array_equal(sample.pvl, L.pvl_target(sample.labels)) and np.array_equal(sample.ventricles, L.ventricle_target(sample.labels))
         assert sample.density.max() == pytest.approx(1.0, abs=0.05) and sample.density[sample.pvl > 0].mean() > sample.density.mean()
+
+
+def test_poorly_nulled_csf_brings_the_ventricles_close_to_white_matter_and_keeps_lesions_brightest():
+    def ventricle_gaps(unsuppressed: float) -> list[float]:
+        """Per seed: how far the ventricles lie below white matter, in units of the lesions' height above it
+        (the image is normalised, so only such ratios compare)."""
+        config = SynthesisConfig(
+            pathology=PathologyConfig(severity_weights=(0, 0, 0, 1)),
+            intensity=IntensityConfig(flair_probability=1.0, csf_unsuppressed_probability=unsuppressed),
+            artefacts=QUIET_SCANNER, findings=FindingsConfig(probability=0.0),
+        )
+        gaps = []
+        for seed in range(3):
+            sample = synthesise(seed, GRIDS["fast"], config)
+            wm = np.median(sample.image[(sample.labels == L.WHITE_MATTER) & sample.brain])
+            ventricles = np.median(sample.image[(sample.labels == L.VENTRICLE) & sample.brain])
+            lesion = np.median(sample.image[(sample.labels == L.LESION) & sample.brain])
+            assert lesion > wm > ventricles  # still a FLAIR: lesions brightest, CSF darkest
+            gaps.append(float((wm - ventricles) / (lesion - wm)))
+        return gaps
+
+    # the same seeds draw the same subject and scanner; only the CSF mean differs
+    nulled, unsuppressed = ventricle_gaps(0.0), ventricle_gaps(1.0)
+    assert all(u < 0.6 * n for u, n in zip(unsuppressed, nulled)), (nulled, unsuppressed)
 
 
 def test_normal_findings_never_appear_in_a_label():

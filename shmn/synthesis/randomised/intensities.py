@@ -1,7 +1,9 @@
 """Intensities from labels: a Gaussian mixture with one random mean and spread per class (SynthSeg's
 generative model), sometimes ordered like a FLAIR (CSF dark, grey above white matter, lesions bright,
 normal findings a little above white matter) and sometimes fully random, so that the network learns
-shapes and context rather than one contrast. Then a slow multiplicative white-matter inhomogeneity and
+shapes and context rather than one contrast. Some FLAIR-ordered images leave the CSF poorly suppressed
+(an inversion time that does not null it, CSF with a long T1 in young children, inflow): the ventricles then
+come close to white matter, as on some clinical scans, and only their shape and place tell them apart. Then a slow multiplicative white-matter inhomogeneity and
 partial volume (a small blur: neighbouring tissues mix at their borders).
 """
 
@@ -22,14 +24,18 @@ class IntensityConfig:
     sd_range: tuple[float, float] = (0.005, 0.06)  # within-class spread
     wm_inhomogeneity: float = 0.15  # maximal amplitude of the slow WM field
     partial_volume_voxels: tuple[float, float] = (0.3, 0.8)  # Gaussian sigma of the tissue mixing
+    # share of FLAIR-ordered images whose CSF is poorly nulled, and its mean then as a fraction of white matter's
+    csf_unsuppressed_probability: float = 0.3
+    csf_unsuppressed_fraction: tuple[float, float] = (0.45, 0.95)
 
 
-def flair_means(rng: np.random.Generator) -> np.ndarray:
-    """Class means ordered as on a T2 FLAIR (values in about [0, 1])."""
+def flair_means(rng: np.random.Generator, csf_unsuppressed: tuple[float, float] | None = None) -> np.ndarray:
+    """Class means ordered as on a T2 FLAIR (values in about [0, 1]); `csf_unsuppressed`: the CSF mean is then
+    this range's fraction of the white matter's, not near zero."""
     m = np.zeros(L.N_CLASSES)
     wm = rng.uniform(0.30, 0.45)
     gm = wm + rng.uniform(0.06, 0.2)
-    csf = rng.uniform(0.0, 0.15)
+    csf = rng.uniform(0.0, 0.15) if csf_unsuppressed is None else wm * rng.uniform(*csf_unsuppressed)
     lesion = max(wm, gm) + rng.uniform(0.15, 0.45)
     m[L.BACKGROUND] = 0.0
     m[L.SCALP] = rng.uniform(0.4, 1.0)
@@ -61,7 +67,11 @@ def random_means(rng: np.random.Generator) -> np.ndarray:
 def labels_to_image(labels: np.ndarray, rng: np.random.Generator, config: IntensityConfig) -> tuple[np.ndarray, str]:
     """(float32 image, "flair" or "random")."""
     ordered = rng.random() < config.flair_probability
-    means = flair_means(rng) if ordered else random_means(rng)
+    if ordered:
+        unsuppressed = rng.random() < config.csf_unsuppressed_probability
+        means = flair_means(rng, config.csf_unsuppressed_fraction if unsuppressed else None)
+    else:
+        means = random_means(rng)
     sds = rng.uniform(*config.sd_range, L.N_CLASSES)
     sds[L.BACKGROUND] = 0.0
     image = (means[labels] + sds[labels] * rng.standard_normal(labels.shape)).astype(np.float32)
