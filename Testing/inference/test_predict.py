@@ -37,6 +37,7 @@ from shmn.io.registry import (
 from shmn.io.segfile import ijk_to_lps_matrix
 from shmn.terminology import LATERAL_VENTRICLES, PVL_LESION
 from shmn.io.volume_io import same_geometry
+from shmn.measures.lesions import without_small_components
 from engine_fixtures import TINY_CARD, TINY_NAME, make_tiny_model  # noqa: F401
 
 # One worker runs this module (pytest -n 2 --dist loadgroup): its fixtures are built once.
@@ -302,18 +303,44 @@ def test_probability_maps_are_what_the_masks_were_thresholded_from(anatomy, tiny
     assert main(["predict", str(path), "-o", str(out), "--model", str(tiny[0]), "--device", "cpu", "--quiet", "--probabilities"]) == 0
     folder = out / "case1"
     native = sitk.ReadImage(str(path))
+    report = json.loads((folder / "report.json").read_text())
+    # lesion components under one voxel of the model grid are dropped by default
+    smallest = report["thresholds"]["pvl_min_component_ml"]
+    assert smallest == pytest.approx(predictor_grid_mm(tiny) ** 3 / 1000.0)
     for task in ("pvl", "ventricles"):
         probability = sitk.ReadImage(str(folder / f"{task}_probability.nii.gz"))
         mask = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"{task}.nii.gz")))
         p = sitk.GetArrayFromImage(probability)
         assert probability.GetPixelID() == sitk.sitkFloat32 and probability.GetSize() == native.GetSize()
         assert 0.0 <= p.min() and p.max() <= 1.0
-        np.testing.assert_array_equal(mask, (p >= 0.5).astype(np.uint8))
-    report = json.loads((folder / "report.json").read_text())
+        expected = (p >= 0.5).astype(np.uint8)
+        if task == "pvl":
+            expected = without_small_components(expected, native.GetSpacing()[::-1], smallest)
+        np.testing.assert_array_equal(mask, expected)
+    # --min-lesion-ml 0 keeps every component: the mask is the thresholded probability itself
+    assert main(["predict", str(path), "-o", str(tmp_path / "all"), "--model", str(tiny[0]), "--device", "cpu", "--quiet",
+                 "--probabilities", "--min-lesion-ml", "0"]) == 0
+    every = json.loads((tmp_path / "all" / "case1" / "report.json").read_text())
+    assert every["thresholds"]["pvl_min_component_ml"] == 0
+    p = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "all" / "case1" / "pvl_probability.nii.gz")))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "all" / "case1" / "pvl.nii.gz"))),
+                                  (p >= 0.5).astype(np.uint8))
     assert report["outputs"]["ventricles_probability"] == "ventricles_probability.nii.gz"
     # Without the option only the masks are written.
     assert main(["predict", str(path), "-o", str(tmp_path / "plain"), "--model", str(tiny[0]), "--device", "cpu", "--quiet"]) == 0
     assert not list((tmp_path / "plain" / "case1").glob("*_probability.nii.gz"))
+
+
+def predictor_grid_mm(tiny) -> float:
+    return float(load_predictor(str(tiny[0])).preprocess.grid.spacing_mm)
+
+
+def test_a_negative_minimum_lesion_size_is_refused(anatomy, tiny, tmp_path, capsys):
+    path = write_case(anatomy, tmp_path / "in", "case1")
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", str(path), "-o", str(tmp_path / "out"), "--model", str(tiny[0]), "--min-lesion-ml", "-1"])
+    assert stop.value.code == 2 and "--min-lesion-ml" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_dicom_series_folder_end_to_end(anatomy, tiny, tmp_path):

@@ -5,7 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from shmn.measures.lesions import density_map, density_peaks, gaussian_blobs, lesion_centres, lesion_components
+from shmn.measures.lesions import (
+    density_map,
+    density_peaks,
+    gaussian_blobs,
+    lesion_centres,
+    lesion_components,
+    without_small_components,
+)
 from shmn.measures.metrics import (
     abs_volume_difference_percent,
     dice,
@@ -32,6 +39,21 @@ def test_components_are_26_connected():
     labels, n = lesion_components(mask)
     assert n == 2
     assert labels[4, 4, 4] == labels[2, 2, 2] != labels[10, 10, 10]
+
+
+def test_components_smaller_than_the_minimum_volume_are_dropped():
+    mask = np.zeros((20, 20, 20), dtype=np.uint8)
+    mask[2:4, 2:4, 2:4] = 1  # 8 voxels
+    mask[10, 10, 10] = 1  # 1 voxel
+    mask[15:17, 15:17, 15] = 1  # 4 voxels
+    mask[17, 17, 16] = 1  # diagonal neighbour: the same 26-connected component (5 voxels)
+    # 1 mm voxels: 0.005 mL keeps the 8- and 5-voxel components, drops the single voxel
+    kept = without_small_components(mask, (1.0, 1.0, 1.0), 0.005)
+    assert kept.dtype == np.uint8 and kept.sum() == 13 and kept[10, 10, 10] == 0 and kept[17, 17, 16] == 1
+    # 2 mm voxels (0.008 mL each): one voxel is exactly one 2 mm voxel and stays
+    assert without_small_components(mask, (2.0, 2.0, 2.0), 0.008).sum() == 14
+    assert without_small_components(mask, (1.0, 1.0, 1.0), 0.0).sum() == 14
+    assert without_small_components(np.zeros((4, 4, 4)), (1.0, 1.0, 1.0), 0.01).sum() == 0
 
 
 def test_centre_and_volume_of_a_cube():

@@ -29,7 +29,7 @@ from shmn.inference.brain import brain_fields, template_on_native
 from shmn.inference.calibration import calibrate_macs, calibration_from_card
 from shmn.inference.engine import InferenceOptions, InferenceResult, run_inference
 from shmn.inference.motor import case_motor_burden
-from shmn.measures.lesions import density_peaks, lesion_centres
+from shmn.measures.lesions import density_peaks, lesion_centres, without_small_components
 from shmn.measures.lesion_uncertainty import REVIEW_DISAGREEMENT, REVIEW_UNCERTAINTY_BITS, ReviewThresholds, lesion_review
 from shmn.io.digest import sha256_of
 from shmn.network.model import SHMN
@@ -71,6 +71,10 @@ class PredictOptions:
     sliding_window: bool = False
     cpu_bf16: bool | None = None  # None: bf16 autocast on CPUs with native bf16 (see shmn.inference.engine)
     pvl_threshold: float = MASK_THRESHOLD
+    # Lesion components smaller than this are dropped from the mask; None: one voxel of the grid the lesion
+    # probability was made on (2 mm: 0.008 mL; 1 mm path: 0.001 mL). A smaller component is no finding of
+    # that grid, only the edge of a probability bump crossing 0.5 after linear resampling. 0 keeps all.
+    min_lesion_ml: float | None = None
     ventricle_threshold: float | None = None  # None: the model card's operating threshold (`shmn calibrate`), else MASK_THRESHOLD
     localization_threshold: float = 0.3  # density peak height (the training blobs peak at 1)
     localization_min_distance_mm: float = 8.0
@@ -159,6 +163,20 @@ def threshold_mask(probability: sitk.Image, threshold: float) -> sitk.Image:
     return mask
 
 
+def min_lesion_ml(options: PredictOptions, lesion_voxel_mm: float) -> float:
+    """The options' minimum lesion volume, or by default one voxel of the lesion grid (mL)."""
+    return lesion_voxel_mm ** 3 / 1000.0 if options.min_lesion_ml is None else float(options.min_lesion_ml)
+
+
+def without_specks(mask: sitk.Image, min_ml: float) -> sitk.Image:
+    """``mask`` without its components smaller than ``min_ml``."""
+    if min_ml <= 0:
+        return mask
+    kept = sitk.GetImageFromArray(without_small_components(sitk.GetArrayViewFromImage(mask), mask.GetSpacing()[::-1], min_ml))
+    kept.CopyInformation(mask)
+    return kept
+
+
 def _voxel_ml(image: sitk.Image) -> float:
     return float(np.prod(image.GetSpacing())) / 1000.0
 
@@ -208,6 +226,7 @@ class NativePrediction:
     probabilities: dict[str, sitk.Image]  # "pvl", "ventricles": float 0-1 on the input's grid (zeros: task absent)
     masks: dict[str, sitk.Image]  # the same thresholded: uint8 0/1
     lesion_grid: str = ""  # which lesion path made probabilities["pvl"] (shmn.inference.refine)
+    min_lesion_ml: float = 0.0  # lesion components smaller than this were dropped from masks["pvl"]
 
     def has(self, task: str) -> bool:
         """Whether the model has the segmentation ``task`` ("pvl" or "ventricles")."""
@@ -241,14 +260,15 @@ def predict_native(native: sitk.Image, predictor: Predictor, options: PredictOpt
     lesions = lesion_path(native, prep, result.pvl_probability, predictor.refiner, probabilities["pvl"], options.lesion_1mm,
                           predictor.info.name, options.cpu_bf16)
     probabilities["pvl"] = lesions.probability
+    smallest = min_lesion_ml(options, lesions.voxel_mm or predictor.preprocess.grid.spacing_mm)
     masks = {
-        "pvl": threshold_mask(probabilities["pvl"], options.pvl_threshold),
+        "pvl": without_specks(threshold_mask(probabilities["pvl"], options.pvl_threshold), smallest),
         "ventricles": threshold_mask(probabilities["ventricles"], options.ventricle_threshold),
     }
     timings["postprocess"] = time.perf_counter() - tick - lesions.seconds
     if lesions.seconds:
         timings["lesion_1mm"] = lesions.seconds
-    return NativePrediction(prep, result, probabilities, masks, lesions.lesion_grid)
+    return NativePrediction(prep, result, probabilities, masks, lesions.lesion_grid, smallest)
 
 
 @dataclass
@@ -299,6 +319,7 @@ def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predict
         inference={"device": result.device, "precision": result.precision, "mode": result.mode, "lesion_grid": prediction.lesion_grid},
         thresholds={
             "pvl_probability": options.pvl_threshold,
+            "pvl_min_component_ml": round(prediction.min_lesion_ml, 6),
             "ventricle_probability": options.ventricle_threshold,
             "localization_peak": options.localization_threshold,
             "lesion_review_uncertainty_bits": options.lesion_review_uncertainty,

@@ -37,6 +37,7 @@ class LesionPath:
     lesion_grid: str
     seconds: float = 0.0
     roi_probability: np.ndarray | None = None  # the refiner's output in its box (z, y, x), for tests and benchmarks
+    voxel_mm: float | None = None  # the edge of the grid the lesion probability was made on; None: the model grid
 
 
 def describe(refiner: Refiner) -> str:
@@ -106,7 +107,7 @@ def native_lesion_probability(native: sitk.Image, case: PreprocessedCase, coarse
     combined = np.where(np.isfinite(fine_native), fine_native, sitk.GetArrayViewFromImage(coarse_on_native)).astype(np.float32)
     out = sitk.GetImageFromArray(combined)
     out.CopyInformation(native)
-    return LesionPath(out, describe(refiner), time.perf_counter() - tick, fine)
+    return LesionPath(out, describe(refiner), time.perf_counter() - tick, fine, float(box.grid.spacing_mm))
 
 
 COARSE_ONLY = "2 mm (SHMN model grid) everywhere"

@@ -40,6 +40,16 @@ def lesion_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels.astype(np.int32, copy=False), int(n)
 
 
+def without_small_components(mask: np.ndarray, spacing_zyx: Sequence[float], min_ml: float) -> np.ndarray:
+    """``mask > 0`` without the 26-connected components smaller than ``min_ml`` (uint8)."""
+    labels, n = lesion_components(mask)
+    keep = np.zeros(n + 1, dtype=bool)
+    if n:
+        voxel_ml = float(np.prod(_spacing(spacing_zyx))) / 1000.0
+        keep[1:] = np.bincount(labels.ravel(), minlength=n + 1)[1:] * voxel_ml >= min_ml
+    return keep[labels].astype(np.uint8)
+
+
 def outer_border(component: np.ndarray) -> np.ndarray:
     """Voxels of ``component`` with a face on the outside (internal cavities filled first)."""
     filled = ndimage.binary_fill_holes(component)

@@ -202,6 +202,7 @@ def evaluate(
         "split": split,
         "compared_on": "native grid (each case's own voxels; predictions brought back through the registration)",
         "threshold": MASK_THRESHOLD,
+        "pvl_min_component": "one voxel of the lesion grid, as shmn predict (PredictOptions.min_lesion_ml)",
         "manifests": [str(m.path) for m in manifests],
         "summary": summarise(cases),
         "cases": [_finite_or_none(c) for c in cases],
