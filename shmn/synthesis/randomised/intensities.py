@@ -2,9 +2,10 @@
 generative model), sometimes ordered like a FLAIR (CSF dark, grey above white matter, lesions bright,
 normal findings a little above white matter) and sometimes fully random, so that the network learns
 shapes and context rather than one contrast. Some FLAIR-ordered images leave the CSF poorly suppressed
-(an inversion time that does not null it, CSF with a long T1 in young children, inflow): the ventricles then
-come close to white matter, as on some clinical scans, and only their shape and place tell them apart. Then a slow multiplicative white-matter inhomogeneity and
-partial volume (a small blur: neighbouring tissues mix at their borders).
+(an inversion time that does not null it, CSF with a long T1 in young children, inflow): the ventricles
+then come close to white matter, as on some clinical scans, and only their shape and place tell them
+apart. Then a slow multiplicative white-matter inhomogeneity and partial volume (a small blur:
+neighbouring tissues mix at their borders).
 """
 
 from __future__ import annotations
