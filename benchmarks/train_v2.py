@@ -1,7 +1,7 @@
 """The SHMN v2 recipe (issue 13, item 6): scripted and resumable, sized for one session on a 2-core CPU.
 
     .venv/bin/python benchmarks/train_v2.py --work /tmp/v2 [--stage1-epochs 9] [--stage2-epochs 6]
-        [--refiner-samples 120] [--refiner-steps 4500] [--calibration-cohort DIR] [--ship]
+        [--stage3-epochs 7] [--refiner-samples 120] [--refiner-steps 4500] [--calibration-cohort DIR] [--ship]
 
 Every stage leaves its output in WORK and is skipped when the output is there, so the same command goes on
 after a stop (a killed training run resumes from its last epoch):
@@ -14,7 +14,10 @@ after a stop (a killed training run resumes from its last epoch):
    ratio, severity-balanced synthesis) with three times the MACS weight (lambda 3: at 1 its loss stayed at the
    class prior's entropy for 9 epochs), twice as many synthesised samples (156) an epoch, a soft Dice term
    for the ventricles, lr 5e-4, `--stage2-epochs` epochs;
-4. the 1 mm lesion refiner on stage 2's probabilities (benchmarks/train_lesion_refiner.py: a bank of 1 mm
+   3b. stage 3 (v2.3), started from stage 2's weights with the same settings, `--stage3-epochs` epochs (0 skips
+   it): the synthesis now leaves the CSF poorly nulled in 30 % of FLAIR-ordered samples
+   (shmn.synthesis.randomised.intensities), which stages 1 and 2 of the shipped model never saw;
+4. the 1 mm lesion refiner on the last stage's probabilities (benchmarks/train_lesion_refiner.py: a bank of 1 mm
    synthesised samples, then patch training);
 5. `shmn calibrate` on a fresh phantom cohort (seed 21: 16 MACS subjects, 8 ventricle masks): the MACS
    temperature and the ventricle operating threshold;
@@ -70,6 +73,7 @@ def main() -> None:
     parser.add_argument("--work", required=True, type=Path)
     parser.add_argument("--stage1-epochs", type=int, default=9)
     parser.add_argument("--stage2-epochs", type=int, default=6)
+    parser.add_argument("--stage3-epochs", type=int, default=7, help="0: stop after stage 2 (v2.1's recipe)")
     parser.add_argument("--refiner-samples", type=int, default=120)
     parser.add_argument("--refiner-steps", type=int, default=4500)
     parser.add_argument("--num-workers", type=int, default=2)
@@ -95,9 +99,16 @@ def main() -> None:
     stage("stage 2 (MACS balance, ventricle Dice)", stage2_model, times, work, lambda: (
         train(stage2, work / "stage2.json", data, work / "stage2", cache),
         shutil.copyfile(work / "stage2" / "model-best.safetensors", stage2_model)))
+    final_model = stage2_model
+    if args.stage3_epochs > 0:
+        stage3 = {**stage2, "epochs": args.stage3_epochs, "version": "2.3.0", "init_model": str(stage2_model)}
+        final_model = work / "stage3.safetensors"
+        stage("stage 3 (poorly nulled CSF)", final_model, times, work, lambda: (
+            train(stage3, work / "stage3.json", data, work / "stage3", cache),
+            shutil.copyfile(work / "stage3" / "model-best.safetensors", final_model)))
     refiner = work / "refiner" / "lesion-refiner.safetensors"
     stage("1 mm lesion refiner", refiner, times, work, lambda: run(
-        str(HERE / "train_lesion_refiner.py"), "--work", str(work / "refiner"), "--stage1-model", str(stage2_model),
+        str(HERE / "train_lesion_refiner.py"), "--work", str(work / "refiner"), "--stage1-model", str(final_model),
         "--samples", str(args.refiner_samples), "--steps", str(args.refiner_steps), "--out", str(refiner)))
     calib = args.calibration_cohort or work / "calib"
     stage("calibration cohort", calib / "cohort.json", times, work, lambda: run(
@@ -105,7 +116,7 @@ def main() -> None:
         "--n-ventricle-labels", "8", "-q"))
     calibrated = work / "v2-calibrated.safetensors"
     stage("calibration", calibrated, times, work, lambda: run(
-        "-m", "shmn", "calibrate", str(stage2_model), "--data", str(calib / "macs"), "--split", "train", "-o", str(calibrated),
+        "-m", "shmn", "calibrate", str(final_model), "--data", str(calib / "macs"), "--split", "train", "-o", str(calibrated),
         "--device", "cpu"))
     comparison = work / "cohorts" / "comparison-v2.json"
     stage("in- and out-of-distribution evaluation", comparison, times, work, lambda: run(
