@@ -163,7 +163,7 @@ def one_lesion_phantom(seed: int, contrast: float) -> tuple[sitk.Image, np.ndarr
 
     one_mm = ArtefactConfig(thick_slice_probability=0.0, gap_probability=0.0, in_plane_mm=(1.0, 1.0), ghost_probability=0.0,
                             gibbs_probability=0.0, histogram_shift_probability=0.0, gamma_probability=0.0)
-    config = SynthesisConfig(anatomies=("mni152",), head_probability=1.0, intensity=IntensityConfig(flair_probability=1.0),
+    config = SynthesisConfig(anatomies=("mni152",), head_probability=1.0, intensity=IntensityConfig(flair_probability=1.0, csf_unsuppressed_probability=0.0),
                              pathology=PathologyConfig(severity_weights=(1.0, 0.0, 0.0, 0.0)), artefacts=one_mm)
     sample = synthesise(seed, GRIDS["paper"], config)
     labels, image = sample.labels, sample.image.copy()

@@ -69,7 +69,8 @@ def labels_to_image(labels: np.ndarray, rng: np.random.Generator, config: Intens
     """(float32 image, "flair" or "random")."""
     ordered = rng.random() < config.flair_probability
     if ordered:
-        unsuppressed = rng.random() < config.csf_unsuppressed_probability
+        # drawn only when possible, so that a configuration without it keeps the random stream it had before
+        unsuppressed = config.csf_unsuppressed_probability > 0 and rng.random() < config.csf_unsuppressed_probability
         means = flair_means(rng, config.csf_unsuppressed_fraction if unsuppressed else None)
     else:
         means = random_means(rng)
