@@ -142,7 +142,8 @@ def render_overview(
         figure.text(0.99, 0.005, REVIEW_LEGEND, color=REVIEW_COLOUR, ha="right", va="bottom", fontsize=8)
     figure.text(0.5, 0.035, caption, color="white", ha="center", va="bottom", fontsize=10, wrap=True)
     if motor_text:
-        figure.text(0.5, 0.12, motor_text, color="white", ha="center", va="bottom", fontsize=8)
-    figure.subplots_adjust(left=0.01, right=0.99, top=0.92, bottom=0.18 if motor_text else 0.14, wspace=0.03)
+        # above the caption, which wraps to up to three lines (to about 0.13 of the figure's height)
+        figure.text(0.5, 0.14, motor_text, color="white", ha="center", va="bottom", fontsize=8)
+    figure.subplots_adjust(left=0.01, right=0.99, top=0.92, bottom=0.2 if motor_text else 0.14, wspace=0.03)
     figure.savefig(str(path), facecolor=figure.get_facecolor())
     return Path(path)
