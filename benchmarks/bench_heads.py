@@ -33,13 +33,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from shmn.inference.engine import InferenceOptions, run_inference
-from shmn.inference.predict import (
-    PredictOptions,
-    load_predictor,
-    native_probability,
-    predict_case,
-    threshold_mask,
-)
+from shmn.inference.masks import native_probability, threshold_mask
+from shmn.inference.predict import PredictOptions, load_predictor, predict_case
 from shmn.io.anatomy import load_anatomy
 from shmn.io.volume_io import write_volume
 from shmn.preprocessing.brain_extraction import template_mask

@@ -32,7 +32,7 @@ def flip_disagreement(network, image_zyx: np.ndarray, plain_probability: np.ndar
 
 def native_flip_disagreement(prediction, network, native, options: InferenceOptions):
     """predict_native's prediction -> (the flip disagreement map on the input's grid, seconds, mapping included)."""
-    from shmn.inference.predict import native_probability
+    from shmn.inference.masks import native_probability
 
     tick = time.perf_counter()
     spread, _ = flip_disagreement(network, prediction.prep.image, prediction.result.pvl_probability, options)

@@ -28,8 +28,9 @@ from shmn.errors import ShmnError
 from shmn.inference.brain import brain_fields, template_on_native
 from shmn.inference.calibration import calibrate_macs, calibration_from_card
 from shmn.inference.engine import InferenceOptions, InferenceResult, run_inference
+from shmn.inference.masks import min_lesion_ml, native_probability, threshold_mask, without_specks
 from shmn.inference.motor import case_motor_burden
-from shmn.measures.lesions import density_peaks, lesion_centres, without_small_components
+from shmn.measures.lesions import density_peaks, lesion_centres
 from shmn.measures.lesion_uncertainty import REVIEW_DISAGREEMENT, REVIEW_UNCERTAINTY_BITS, ReviewThresholds, lesion_review
 from shmn.io.digest import sha256_of
 from shmn.network.model import SHMN
@@ -39,7 +40,7 @@ from shmn.network.refiner import Refiner, linked_refiner
 from shmn.inference.refine import lesion_path
 from shmn.reporting.overview import render_overview
 from shmn.inference.card_config import grid_from_card, preprocess_config_from_card
-from shmn.preprocessing.preprocess import PreprocessConfig, PreprocessedCase, preprocess, to_native
+from shmn.preprocessing.preprocess import PreprocessConfig, PreprocessedCase, preprocess
 from shmn.io.registry import registered_entry_for_card, resolve_model
 from shmn.reporting.case_report import write_case_report
 from shmn.reporting.report import ModelInfo, build_report, overview_caption
@@ -148,35 +149,6 @@ def load_predictor(model: str | os.PathLike | None = None, registries: list[Path
     return Predictor(network, card, info, preprocess_config_from_card(card, str(path)), notes, refiner)
 
 
-def native_probability(probability: np.ndarray | None, case: PreprocessedCase, native: sitk.Image) -> sitk.Image:
-    """A model-grid probability map on the input's grid (linear; zeros when the model lacks the task)."""
-    if probability is None:
-        probability = np.zeros(case.brain.shape, dtype=np.float32)
-    on_native = to_native(np.where(case.brain, probability, 0.0), case, native, interpolation="linear")
-    on_native.CopyInformation(native)
-    return on_native
-
-
-def threshold_mask(probability: sitk.Image, threshold: float) -> sitk.Image:
-    mask = sitk.Cast(probability >= threshold, sitk.sitkUInt8)
-    mask.CopyInformation(probability)
-    return mask
-
-
-def min_lesion_ml(options: PredictOptions, lesion_voxel_mm: float) -> float:
-    """The options' minimum lesion volume, or by default one voxel of the lesion grid (mL)."""
-    return lesion_voxel_mm ** 3 / 1000.0 if options.min_lesion_ml is None else float(options.min_lesion_ml)
-
-
-def without_specks(mask: sitk.Image, min_ml: float) -> sitk.Image:
-    """``mask`` without its components smaller than ``min_ml``."""
-    if min_ml <= 0:
-        return mask
-    kept = sitk.GetImageFromArray(without_small_components(sitk.GetArrayViewFromImage(mask), mask.GetSpacing()[::-1], min_ml))
-    kept.CopyInformation(mask)
-    return kept
-
-
 def _voxel_ml(image: sitk.Image) -> float:
     return float(np.prod(image.GetSpacing())) / 1000.0
 
@@ -260,7 +232,7 @@ def predict_native(native: sitk.Image, predictor: Predictor, options: PredictOpt
     lesions = lesion_path(native, prep, result.pvl_probability, predictor.refiner, probabilities["pvl"], options.lesion_1mm,
                           predictor.info.name, options.cpu_bf16)
     probabilities["pvl"] = lesions.probability
-    smallest = min_lesion_ml(options, lesions.voxel_mm or predictor.preprocess.grid.spacing_mm)
+    smallest = min_lesion_ml(options.min_lesion_ml, lesions.voxel_mm or predictor.preprocess.grid.spacing_mm)
     masks = {
         "pvl": without_specks(threshold_mask(probabilities["pvl"], options.pvl_threshold), smallest),
         "ventricles": threshold_mask(probabilities["ventricles"], options.ventricle_threshold),
