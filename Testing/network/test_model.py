@@ -104,3 +104,42 @@ def test_a_few_adam_steps_lower_the_loss_on_a_tiny_volume():
     assert all(np.isfinite(losses))
     assert losses[-1] < 0.8 * losses[0], losses
     assert set(values) == {"pvl", "ventricles", "ventricles_pseudo", "localization", "macs", "alpha"}
+
+
+def test_macs_pooling_is_checked():
+    with pytest.raises(ValueError, match="macs_pooling"):
+        NetworkConfig(macs_pooling="max", **TINY)
+    with pytest.raises(ValueError, match="must include 'macs' and 'pvl'"):
+        NetworkConfig(tasks=("ventricles", "macs"), macs_pooling="lesion", **TINY)
+
+
+def test_instance_norm_leaves_the_global_average_of_the_bottleneck_almost_constant():
+    # Why "lesion" pooling exists: two unrelated images give nearly the same globally averaged bottleneck,
+    # because every channel is normalised over space before its activation.
+    torch.manual_seed(0)
+    model = SHMN(NetworkConfig(tasks=("pvl", "macs"), **TINY)).eval()
+    with torch.no_grad():
+        a = model.encoder(torch.randn(1, 1, 16, 16, 16))[-1].mean(dim=(2, 3, 4))
+        b = model.encoder(torch.rand(1, 1, 16, 16, 16) * 5.0 + 3.0)[-1].mean(dim=(2, 3, 4))
+    assert torch.allclose(a, b, atol=0.05), (a, b)
+
+
+def test_lesion_pooling_reads_where_the_pvl_decoder_sees_lesions():
+    torch.manual_seed(0)
+    model = SHMN(NetworkConfig(tasks=("pvl", "macs"), macs_pooling="lesion", **TINY)).eval()
+    bottleneck = torch.randn(1, model.config.filters[-1], 2, 2, 2)
+    no_lesion = torch.zeros(1, 2, 8, 8, 8)
+    no_lesion[:, 0] = 30.0  # background everywhere
+    one_cell = no_lesion.clone()
+    one_cell[:, 1, :4, :4, :4] = 60.0  # lesion over the bottleneck cell (0, 0, 0): 64 voxels
+    pooled_free, pooled_lesion = model.macs.pool(bottleneck, no_lesion), model.macs.pool(bottleneck, one_cell)
+    width = model.config.filters[-1]
+    assert pooled_free.shape == (1, 2 * width + 1)
+    torch.testing.assert_close(pooled_free[:, :width], bottleneck.mean(dim=(2, 3, 4)))  # the paper's average stays
+    assert float(pooled_free[0, -1]) == pytest.approx(0.0, abs=1e-6)
+    assert float(pooled_lesion[0, -1]) == pytest.approx(float(np.log1p(64 / 1000)), rel=1e-3)
+    torch.testing.assert_close(pooled_lesion[0, width:-1], bottleneck[0, :, 0, 0, 0] * 64 / 65, rtol=1e-3, atol=1e-4)
+    assert model.macs(bottleneck, no_lesion) != model.macs(bottleneck, one_cell)
+    with pytest.raises(ValueError, match="needs the PVL decoder"):
+        model.macs(bottleneck)
+    assert model(torch.randn(2, 1, 8, 8, 8))["macs"].shape == (2,)

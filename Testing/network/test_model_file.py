@@ -35,7 +35,7 @@ def test_round_trip_gives_identical_outputs_and_card(tmp_path):
     stored = read_card(path)
     assert stored["name"] == "demo" and stored["metrics"] == {"dice": 0.5}
     assert stored["network"] == {"base_filters": 2, "levels": 3, "tasks": ["pvl", "localization", "macs"],
-                                 "in_channels": 1, "macs_hidden": 8, "dropout": 0.0}
+                                 "in_channels": 1, "macs_hidden": 8, "dropout": 0.0, "macs_pooling": "mean"}
 
     loaded, loaded_card = load_model(path, expected_sha256=digest)
     assert loaded_card == stored
@@ -89,3 +89,21 @@ def test_weights_that_do_not_fit_the_card_are_refused(tmp_path):
         load_model(lying)
     with pytest.raises(ShmnError, match="does not describe the model"):
         save_model(tmp_path / "x.safetensors", model, card)
+
+
+def test_a_card_without_macs_pooling_loads_the_papers_average_and_lesion_pooling_round_trips(tmp_path):
+    from dataclasses import asdict, replace
+
+    from shmn.network.model_file import _network_config
+
+    older = {k: v for k, v in asdict(CONFIG).items() if k != "macs_pooling"}  # cards written before the field
+    assert _network_config(older, "old.safetensors").macs_pooling == "mean"
+    lesion = replace(CONFIG, macs_pooling="lesion")
+    torch.manual_seed(0)
+    model = SHMN(lesion).eval()
+    save_model(tmp_path / "lesion.safetensors", model, {"name": "t", "version": "1.0.0"})
+    loaded, card = load_model(tmp_path / "lesion.safetensors")
+    assert card["network"]["macs_pooling"] == "lesion" and loaded.config == lesion
+    x = torch.randn(1, 1, 8, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model(x)["macs"], loaded(x)["macs"])

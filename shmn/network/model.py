@@ -13,9 +13,11 @@ than a full-resolution convolution followed by max-pooling.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from monai.networks.blocks import UnetBasicBlock, UnetOutBlock, UnetUpBlock
 from torch import nn
 
@@ -27,6 +29,12 @@ DENSE_CHANNELS = {"pvl": 2, "ventricles": 1, "localization": 1}
 MAX_FILTERS = 320
 _NORM = ("instance", {"affine": True})
 _ACT = ("leakyrelu", {"inplace": True, "negative_slope": 0.01})
+# "mean": the paper's global average of the bottleneck. Instance norm makes that average almost the same
+# for every image (each channel is normalised over space before its activation), so the classifier sees
+# little of the image (benchmarks/train_macs_head.py compares both poolings on the same subjects).
+# "lesion": the bottleneck's average, its average over where the PVL decoder sees lesions (weights: lesion
+# voxels per bottleneck cell, from the decoder's detached softmax), and log(1 + lesion voxels / 1000).
+MACS_POOLINGS = ("mean", "lesion")
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,7 @@ class NetworkConfig:
     in_channels: int = 1
     macs_hidden: int = 64
     dropout: float = 0.0  # dropout before FC2 of the MACS classifier only
+    macs_pooling: str = "mean"  # how the classifier pools the bottleneck: one of MACS_POOLINGS
 
     def __post_init__(self) -> None:
         # Accept a list (as read back from JSON) but store a tuple so the config stays hashable.
@@ -57,6 +66,10 @@ class NetworkConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"NetworkConfig.dropout: {self.dropout} is not in [0, 1)")
+        if self.macs_pooling not in MACS_POOLINGS:
+            raise ValueError(f"NetworkConfig.macs_pooling: {self.macs_pooling!r}; expected one of {list(MACS_POOLINGS)}")
+        if self.macs_pooling == "lesion" and not {"macs", "pvl"} <= set(self.tasks):
+            raise ValueError("NetworkConfig.macs_pooling 'lesion' pools where the PVL decoder sees lesions: tasks must include 'macs' and 'pvl'")
 
     @property
     def filters(self) -> tuple[int, ...]:
@@ -114,17 +127,36 @@ class Decoder(nn.Module):
 
 
 class MacsClassifier(nn.Module):
-    """Bottleneck -> global average pool -> FC1 -> ReLU -> (dropout) -> FC2 -> one logit (severe)."""
+    """Bottleneck -> pooling (``NetworkConfig.macs_pooling``) -> FC1 -> ReLU -> (dropout) -> FC2 -> one logit (severe)."""
 
     def __init__(self, config: NetworkConfig):
         super().__init__()
-        self.fc1 = nn.Linear(config.filters[-1], config.macs_hidden)
+        self.pooling = config.macs_pooling
+        width = config.filters[-1] * 2 + 1 if self.pooling == "lesion" else config.filters[-1]
+        self.fc1 = nn.Linear(width, config.macs_hidden)
         self.dropout = nn.Dropout(config.dropout)
         self.fc2 = nn.Linear(config.macs_hidden, 1)
 
-    def forward(self, bottleneck: torch.Tensor) -> torch.Tensor:
-        pooled = bottleneck.mean(dim=(2, 3, 4))
+    def pool(self, bottleneck: torch.Tensor, pvl_logits: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, features) that FC1 reads; ``pvl_logits`` (B, 2, D, H, W) are needed by "lesion" pooling."""
+        mean = bottleneck.mean(dim=(2, 3, 4))
+        if self.pooling == "mean":
+            return mean
+        if pvl_logits is None:
+            raise ValueError("MacsClassifier: 'lesion' pooling needs the PVL decoder's logits")
+        # Detached: the MACS loss must not move the lesion decoder towards what helps it classify.
+        lesion = torch.softmax(pvl_logits.detach().float(), dim=1)[:, 1:2]
+        factor = [full // part for full, part in zip(lesion.shape[2:], bottleneck.shape[2:])]
+        voxels = F.avg_pool3d(lesion, factor) * float(math.prod(factor))  # lesion voxels in each bottleneck cell
+        total = voxels.sum(dim=(2, 3, 4))
+        at_lesions = (voxels * bottleneck).sum(dim=(2, 3, 4)) / (total + 1.0)
+        return torch.cat([mean, at_lesions, torch.log1p(total / 1000.0)], dim=1)
+
+    def classify(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.dropout(torch.relu(self.fc1(pooled)))).squeeze(1)
+
+    def forward(self, bottleneck: torch.Tensor, pvl_logits: torch.Tensor | None = None) -> torch.Tensor:
+        return self.classify(self.pool(bottleneck, pvl_logits))
 
 
 class SHMN(nn.Module):
@@ -164,7 +196,7 @@ class SHMN(nn.Module):
         features = self.encoder(x)
         outputs = {task: decoder(features) for task, decoder in self.decoders.items()}
         if self.macs is not None:
-            outputs["macs"] = self.macs(features[-1])
+            outputs["macs"] = self.macs(features[-1], outputs.get("pvl"))
         return outputs
 
 

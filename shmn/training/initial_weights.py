@@ -8,7 +8,7 @@ half-started run folder behind; the run's model card records what it started fro
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -21,6 +21,27 @@ from shmn.network.model import NetworkConfig
 class InitialWeights:
     state: dict[str, torch.Tensor]  # the model's state dict, loaded into the run's network before epoch 1
     source: dict  # {"model", "version", "sha256"}: the card's training_data.initialised_from
+
+
+def with_init_model_pooling(config):
+    """``config`` (a TrainConfig) with the MACS pooling of its init model's network, so that a run of a preset
+    can start from (and resume after starting from) a model whose classifier pools by lesion
+    (benchmarks/train_macs_head.py). Read from the card alone; an unusable init model is left to
+    load_initial_weights to report."""
+    from shmn.io.model_card import read_card
+    from shmn.io.registry import resolve_model
+
+    if not config.init_model or "macs" not in config.network.tasks:
+        return config
+    try:
+        path, _ = resolve_model(config.init_model)
+        network = read_card(path).get("network")
+    except ShmnError:
+        return config
+    pooling = network.get("macs_pooling", "mean") if isinstance(network, dict) else "mean"
+    if pooling == config.network.macs_pooling or not isinstance(pooling, str):
+        return config
+    return replace(config, network=replace(config.network, macs_pooling=pooling))
 
 
 def load_initial_weights(init_model: str, network: NetworkConfig, option: str = "config: init_model") -> InitialWeights:

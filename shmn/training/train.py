@@ -38,7 +38,7 @@ from shmn.training.checkpoint import RunFiles, load_state, read_json_file, save_
 from shmn.training.config import TrainConfig, config_from_dict, differences
 from shmn.training.curves import plot_curves
 from shmn.training.data import ShmnDataset, Splits, collate, describe_training_data, load_manifests, training_splits
-from shmn.training.initial_weights import load_initial_weights
+from shmn.training.initial_weights import load_initial_weights, with_init_model_pooling
 from shmn.errors import ShmnError
 from shmn.network.losses import shmn_loss
 from shmn.io.manifest import Manifest
@@ -217,6 +217,7 @@ def _train(config, manifests, run_dir: Path, resume, progress, cache_dir, log, c
     start_time = time.perf_counter()
     manifests = load_manifests(manifests)
     files = RunFiles(run_dir)
+    config = with_init_model_pooling(config)
     state = _open_run(files, config, manifests, resume, ctx)
     # Before anything is written: a wrong init_model leaves no run behind. A resumed run's weights are its checkpoint's.
     initial = load_initial_weights(config.init_model, config.network) if state is None and config.init_model else None
