@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from shmn.training.config import RESOLUTION_PRESETS, TASK_PRESETS
+from shmn.contract import RESOLUTIONS, TASK_PRESETS  # torch-free (not training.config): `shmn --help` stays fast
 from shmn.errors import ShmnError
 from shmn.commands.options import add_data_option, add_device_option
 
@@ -19,7 +19,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("-o", "--out", required=True, help="output folder (runs, cache, table)")
     parser.add_argument("--presets", nargs="+", default=list(TASK_PRESETS), metavar="PRESET", help=f"default: all of {', '.join(TASK_PRESETS)}")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--resolution", default="fast", choices=sorted(RESOLUTION_PRESETS))
+    parser.add_argument("--resolution", default="fast", choices=sorted(RESOLUTIONS))
     parser.add_argument("--epochs", type=int, help="epochs per run (default: the preset's)")
     add_device_option(parser)
     parser.add_argument("--config", metavar="JSON", help='config fields applied to every run, e.g. {"lr": 0.001, "cpu_bf16": true} '

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from shmn.training.config import RESOLUTION_PRESETS, TASK_PRESETS
+from shmn.contract import RESOLUTIONS, TASK_PRESETS  # torch-free (not training.config): `shmn --help` stays fast
 from shmn.commands.options import add_data_option, add_device_option
 
 
@@ -34,7 +34,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="start from this model's weights instead of a random initialisation (fine-tuning): a registered "
                              "name, name@version or a .safetensors file of the same preset and resolution")
     add_device_option(parser, default=None, help="auto (CUDA when present), cpu, cuda (under torchrun: LOCAL_RANK's GPU) or cuda:N")
-    parser.add_argument("--resolution", choices=tuple(RESOLUTION_PRESETS), help="model grid and network width preset")
+    parser.add_argument("--resolution", choices=RESOLUTIONS, help="model grid and network width preset")
     parser.add_argument("--cache", metavar="DIR", help="preprocessing cache folder (default RUN_DIR/cache); share it between runs")
     parser.add_argument("--seed", type=int, help="random seed (initialisation, data order, augmentation)")
     parser.add_argument("--batch-size", type=int, help="cases per batch and per process (default 2)")
