@@ -152,3 +152,15 @@ def test_card_reader_refuses_files_that_are_not_model_files(tmp_path):
     header = json.dumps({"__metadata__": {contract.CARD_KEY: json.dumps({"network": {"base_filters": 4}, "preset": "shmn2"})}}).encode()
     (tmp_path / "ok.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
     assert read_card(tmp_path / "ok.safetensors")["preset"] == "shmn2"
+
+
+def test_the_command_line_help_loads_neither_torch_nor_monai():
+    # `shmn --help` and `shmn train --help` only build the parser: the preset names come from the contract.
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom shmn.cli import main\nfor argv in (['--help'], ['train', '--help'], ['benchmark', '--help']):\n"
+             "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'monai'}))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-500:]
