@@ -1,7 +1,7 @@
 """The SHMN v2 recipe (issue 13, item 6): scripted and resumable, sized for one session on a 2-core CPU.
 
     .venv/bin/python benchmarks/train_v2.py --work /tmp/v2 [--stage1-epochs 9] [--stage2-epochs 6]
-        [--stage3-epochs 7] [--refiner-samples 120] [--refiner-steps 4500] [--calibration-cohort DIR] [--ship]
+        [--stage3-epochs 7] [--stage4-epochs 10] [--refiner-samples 120] [--refiner-steps 4500] [--calibration-cohort DIR] [--ship]
 
 Every stage leaves its output in WORK and is skipped when the output is there, so the same command goes on
 after a stop (a killed training run resumes from its last epoch):
@@ -17,6 +17,7 @@ after a stop (a killed training run resumes from its last epoch):
    3b. stage 3 (v2.3), started from stage 2's weights with the same settings, `--stage3-epochs` epochs (0 skips
    it): the synthesis now leaves the CSF poorly nulled in 30 % of FLAIR-ordered samples
    (shmn.synthesis.randomised.intensities), which stages 1 and 2 of the shipped model never saw;
+   3c. stage 4 (v2.5), started from stage 3's weights with the same settings, `--stage4-epochs` epochs (0 skips it);
 4. the 1 mm lesion refiner on the last stage's probabilities (benchmarks/train_lesion_refiner.py: a bank of 1 mm
    synthesised samples, then patch training);
 5. `shmn calibrate` on a fresh phantom cohort (seed 21: 16 MACS subjects, 8 ventricle masks): the MACS
@@ -74,6 +75,7 @@ def main() -> None:
     parser.add_argument("--stage1-epochs", type=int, default=9)
     parser.add_argument("--stage2-epochs", type=int, default=6)
     parser.add_argument("--stage3-epochs", type=int, default=7, help="0: stop after stage 2 (v2.1's recipe)")
+    parser.add_argument("--stage4-epochs", type=int, default=10, help="0: stop after stage 3 (v2.3's recipe)")
     parser.add_argument("--refiner-samples", type=int, default=120)
     parser.add_argument("--refiner-steps", type=int, default=4500)
     parser.add_argument("--num-workers", type=int, default=2)
@@ -106,6 +108,12 @@ def main() -> None:
         stage("stage 3 (poorly nulled CSF)", final_model, times, work, lambda: (
             train(stage3, work / "stage3.json", data, work / "stage3", cache),
             shutil.copyfile(work / "stage3" / "model-best.safetensors", final_model)))
+        if args.stage4_epochs > 0:
+            stage4 = {**stage3, "epochs": args.stage4_epochs, "version": "2.5.0", "init_model": str(final_model)}
+            final_model = work / "stage4.safetensors"
+            stage("stage 4 (the same, further)", final_model, times, work, lambda: (
+                train(stage4, work / "stage4.json", data, work / "stage4", cache),
+                shutil.copyfile(work / "stage4" / "model-best.safetensors", final_model)))
     refiner = work / "refiner" / "lesion-refiner.safetensors"
     stage("1 mm lesion refiner", refiner, times, work, lambda: run(
         str(HERE / "train_lesion_refiner.py"), "--work", str(work / "refiner"), "--stage1-model", str(final_model),

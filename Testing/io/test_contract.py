@@ -159,8 +159,11 @@ def test_the_command_line_help_loads_neither_torch_nor_monai():
     import subprocess
     import sys
 
-    probe = ("import sys\nfrom shmn.cli import main\nfor argv in (['--help'], ['train', '--help'], ['benchmark', '--help']):\n"
-             "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+    # The help text goes to a buffer: it holds non-ASCII characters and a test run may have an ASCII locale.
+    probe = ("import contextlib, io, sys\nfrom shmn.cli import main\n"
+             "for argv in (['--help'], ['train', '--help'], ['benchmark', '--help']):\n"
+             "    with contextlib.redirect_stdout(io.StringIO()):\n        try:\n            main(argv)\n"
+             "        except SystemExit:\n            pass\n"
              "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'monai'}))")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-500:]
