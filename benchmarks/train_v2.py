@@ -101,19 +101,18 @@ def main() -> None:
     stage("stage 2 (MACS balance, ventricle Dice)", stage2_model, times, work, lambda: (
         train(stage2, work / "stage2.json", data, work / "stage2", cache),
         shutil.copyfile(work / "stage2" / "model-best.safetensors", stage2_model)))
-    final_model = stage2_model
-    if args.stage3_epochs > 0:
-        stage3 = {**stage2, "epochs": args.stage3_epochs, "version": "2.3.0", "init_model": str(stage2_model)}
-        final_model = work / "stage3.safetensors"
-        stage("stage 3 (poorly nulled CSF)", final_model, times, work, lambda: (
-            train(stage3, work / "stage3.json", data, work / "stage3", cache),
-            shutil.copyfile(work / "stage3" / "model-best.safetensors", final_model)))
-        if args.stage4_epochs > 0:
-            stage4 = {**stage3, "epochs": args.stage4_epochs, "version": "2.5.0", "init_model": str(final_model)}
-            final_model = work / "stage4.safetensors"
-            stage("stage 4 (the same, further)", final_model, times, work, lambda: (
-                train(stage4, work / "stage4.json", data, work / "stage4", cache),
-                shutil.copyfile(work / "stage4" / "model-best.safetensors", final_model)))
+    final_model, config = stage2_model, stage2
+    # Stages 3 and 4 go on from the previous stage's best weights with its settings (stage 3's synthesis adds the
+    # poorly nulled CSF); a stage of 0 epochs ends the chain there.
+    for number, epochs, version, what in ((3, args.stage3_epochs, "2.3.0", "poorly nulled CSF"),
+                                          (4, args.stage4_epochs, "2.5.0", "the same, further")):
+        if epochs <= 0:
+            break
+        config = {**config, "epochs": epochs, "version": version, "init_model": str(final_model)}
+        run_dir, final_model = work / f"stage{number}", work / f"stage{number}.safetensors"
+        stage(f"stage {number} ({what})", final_model, times, work, lambda config=config, run_dir=run_dir, model=final_model: (
+            train(config, run_dir.with_suffix(".json"), data, run_dir, cache),
+            shutil.copyfile(run_dir / "model-best.safetensors", model)))
     refiner = work / "refiner" / "lesion-refiner.safetensors"
     stage("1 mm lesion refiner", refiner, times, work, lambda: run(
         str(HERE / "train_lesion_refiner.py"), "--work", str(work / "refiner"), "--stage1-model", str(final_model),
