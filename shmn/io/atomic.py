@@ -6,9 +6,7 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import tempfile
-import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -25,21 +23,6 @@ def _suffix(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def _termination_held() -> Iterator[None]:
-    """Hold SIGTERM and SIGINT while a temporary is created and its name kept: a Cancel landing between
-    the two would otherwise leave the temporary behind. A held signal is handled right after (in the
-    caller's try, which then cleans up). Where the mask cannot be set (Windows, other threads), no-op."""
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
 
@@ -50,16 +33,14 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
         raise ShmnError(f"{target}: already exists; choose another output or remove it first")
     directory = target.parent if str(target.parent) else Path(".")
     ensure_writable_dir(directory)
-    tmp_path = None
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part" + _suffix(target), dir=directory)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    # mkstemp makes the file private; outputs get the ordinary permissions the umask allows.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
     try:
-        with _termination_held():
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part" + _suffix(target), dir=directory)
-            os.close(fd)
-            tmp_path = Path(tmp)
-        # mkstemp makes the file private; outputs get the ordinary permissions the umask allows.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)
         yield tmp_path
         # Again after writing: some writers (safetensors) replace the file with a new private one.
         os.chmod(tmp_path, 0o666 & ~umask)
@@ -68,7 +49,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
         else:
             _link_new(tmp_path, target)
     finally:
-        if tmp_path is not None and tmp_path.exists():
+        if tmp_path.exists():
             tmp_path.unlink()
 
 
@@ -132,11 +113,9 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     if target.exists() and not overwrite:
         raise ShmnError(f"{target}: already exists; use --overwrite or choose another output folder")
     ensure_writable_dir(target.parent)
-    tmp = None
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the result is an ordinary output folder
     try:
-        with _termination_held():
-            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the result is an ordinary output folder
         yield tmp
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
@@ -146,5 +125,5 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
         else:
             os.replace(tmp, target)
     finally:
-        if tmp is not None and tmp.exists():
+        if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
