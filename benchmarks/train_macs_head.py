@@ -55,7 +55,6 @@ def main() -> None:
     from shmn.training.macs_head import (MacsHeadConfig, SynthesisedSubjects, collect_features, fit_macs_head,
                                          with_macs_pooling)
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     predictor = load_predictor(args.model)
     network = with_macs_pooling(predictor.network, "lesion")
     grid = GridSpec(predictor.info.grid["spacing_mm"], tuple(predictor.info.grid["size"]))
@@ -66,7 +65,6 @@ def main() -> None:
         progress=lambda it: progress_bar(it, desc="subjects (synthesis + encoder)", unit="subject"))
 
     config = MacsHeadConfig(epochs=args.epochs, seed=args.seed)
-    torch.manual_seed(args.seed)
     history = fit_macs_head(network.macs, features, labels, config)
     width = network.config.filters[-1]
     paper = MacsClassifier(replace(network.config, macs_pooling="mean"))
