@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -33,16 +34,14 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
         raise ShmnError(f"{target}: already exists; choose another output or remove it first")
     directory = target.parent if str(target.parent) else Path(".")
     ensure_writable_dir(directory)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part" + _suffix(target), dir=directory)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    # mkstemp makes the file private; outputs get the ordinary permissions the umask allows.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
+    # The name is chosen before the file exists and the file is created inside the try: a SIGTERM
+    # (Slicer's Cancel) landing anywhere in between still reaches the finally that removes it.
+    tmp_path = directory / _temporary_name(target, ".part" + _suffix(target))
+    umask = _current_umask()
     try:
+        os.close(os.open(tmp_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # the umask applies
         yield tmp_path
-        # Again after writing: some writers (safetensors) replace the file with a new private one.
+        # After writing: some writers (safetensors) replace the file with a new private one.
         os.chmod(tmp_path, 0o666 & ~umask)
         if overwrite:
             os.replace(tmp_path, target)
@@ -51,6 +50,17 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _temporary_name(target: Path, suffix: str) -> str:
+    # 64 random bits: two writers (or a leftover of a killed run) never meet on one name.
+    return f".{target.name}.{secrets.token_hex(8)}{suffix}"
+
+
+def _current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def _link_new(tmp: Path, target: Path) -> None:
@@ -113,17 +123,21 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     if target.exists() and not overwrite:
         raise ShmnError(f"{target}: already exists; use --overwrite or choose another output folder")
     ensure_writable_dir(target.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the result is an ordinary output folder
+    # As in atomic_path, names first and folders created inside the try, so that a SIGTERM at any
+    # point leaves neither a .part folder nor the previous output moved aside.
+    tmp = target.parent / _temporary_name(target, ".part")
+    old = target.parent / _temporary_name(target, ".old")
     try:
+        os.mkdir(tmp)
+        os.chmod(tmp, 0o755)  # an ordinary output folder, whatever the umask
         yield tmp
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-            os.replace(target, old / "x")
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+            os.replace(target, old)
+        os.replace(tmp, target)
     finally:
+        if old.exists() and not target.exists():  # interrupted between the two renames: put it back
+            os.replace(old, target)
+        if old.exists():
+            shutil.rmtree(old, ignore_errors=True)
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

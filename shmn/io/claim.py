@@ -1,6 +1,6 @@
 """Claiming an output folder before working on it, so two writers never lose each other's result.
 
-``OUT/<case>/`` is built in a hidden ``OUT/.<case>.XXXXXXXX.part`` folder and renamed into place at the
+``OUT/<case>/`` is built in a hidden ``OUT/.<case>.<random>.part`` folder and renamed into place at the
 end (shmn.io.atomic.atomic_dir). Checking "does OUT/<case> exist?" before minutes of work and
 replacing after it lets a second run (two scans called ``flair.nii.gz`` from different folders, two
 Slicer users on one output folder) finish in between: both exit 0 and one result is gone. So a
@@ -101,8 +101,9 @@ def exclusive(path: Path, busy: ShmnError, wait_s: float = 0.0) -> Iterator[None
 
 
 def remove_stale_parts(out_dir: Path, case: str) -> list[Path]:
-    """Remove ``OUT/.<case>.XXXXXXXX.part`` and ``.old`` folders left by a killed run (call with the lock held)."""
-    pattern = re.compile(re.escape(f".{case}.") + r"[A-Za-z0-9_]{8}\.(part|old)")
+    """Remove ``OUT/.<case>.<random>.part`` and ``.old`` folders left by a killed run (call with the lock held)."""
+    # 16 hex digits since shmn.io.atomic names its temporaries itself; 8 characters from earlier versions' mkdtemp.
+    pattern = re.compile(re.escape(f".{case}.") + r"([A-Za-z0-9_]{8}|[0-9a-f]{16})\.(part|old)")
     removed = []
     for entry in Path(out_dir).iterdir():
         if pattern.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink():
