@@ -7,15 +7,17 @@ with a plain intensity-threshold baseline (issue 12).
    lesion and contrast model, clinical 2D grids with heads; every case is in the test split).
 2. In-distribution held-out: `shmn phantom -o WORK/id --size paper --seed 101 --n-pvl N/2 --n-macs N/2
    --n-ventricle-labels 0` (seed 101 never trained on), every case scored against its phantom ground truth.
-3. `shmn evaluate MODEL --data ... --cache WORK/cache` on each (metrics JSON in WORK; every model with the
-   same preprocessing, and the baseline, share the cached preprocessed images).
+3. `shmn evaluate MODEL --data ... --cache WORK/cache --boundary native|model` on each (metrics JSON in WORK;
+   every model with the same preprocessing, and the baseline, share the cached preprocessed images; --boundary:
+   lesion and ventricle boundaries from each input's intensities, `shmn predict`'s default, or the model's 2 mm ones).
 4. The threshold baseline: the same preprocessing; lesions = z-score above T inside the brain (minus its
    outer 4 mm), ventricles = z-score below T' within 12 mm of the template's ventricles, MACS score =
    lesion volume. T and T' are chosen on the in-distribution cohort (best mean Dice) and applied unchanged
    on the OOD cohort. Scored like `shmn evaluate` (native grid, same metrics).
 5. "MACS from burden AUC": each model row also ranks its second MACS estimate, the motor-burden score on the
    model's own lesions (`macs_from_burden` per case of `shmn evaluate`; shmn.measures.burden_macs.rank_estimates).
-   The better of the two AUCs on the OOD cohort decides burden_macs.MACS_PRIMARY.
+   The better of the two AUCs on the OOD cohort decides burden_macs.MACS_PRIMARY; that estimate's accuracy and
+   calibration error (ECE) are in the rows too.
 Writes WORK/comparison-TAG.json and prints a markdown table.
 """
 
@@ -166,6 +168,19 @@ def row(summary: dict) -> dict:
             "macs_accuracy": None if macs.get("accuracy") is None else round(macs["accuracy"], 3), "n": summary.get("pvl_dice", {}).get("n")}
 
 
+def burden_scores(cases: list[dict]) -> dict:
+    """Accuracy and calibration error of the primary MACS estimate (the motor-burden score; its AUC is
+    rank_estimates')."""
+    from shmn.measures.metrics import macs_metrics
+
+    pairs = [(c["macs_from_burden"], {"severe": 1.0, "mild": 0.0}.get(c["macs_true"], c["macs_true"])) for c in cases
+             if c.get("macs_from_burden") is not None and c.get("macs_true") is not None]
+    if not pairs:
+        return {"macs_burden_accuracy": None, "macs_burden_ece": None}
+    scores = macs_metrics([p for p, _ in pairs], [y for _, y in pairs])
+    return {"macs_burden_accuracy": round(scores["accuracy"], 3), "macs_burden_ece": round(scores["ece"], 3)}
+
+
 def main() -> None:
     from shmn.measures.burden_macs import rank_estimates
 
@@ -175,6 +190,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=24)
     parser.add_argument("--tag", default="", help="name of this model's rows and metrics files (default: the model argument's name)")
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--boundary", choices=("native", "model"), default="native",
+                        help="shmn evaluate --boundary: lesion and ventricle boundaries from each input's intensities (native, "
+                             "shmn predict's default) or the model's 2 mm ones")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     data = cohorts(args.work, args.n)
@@ -184,23 +202,26 @@ def main() -> None:
         out = args.work / (f"metrics-{name}.json" if tag == "shmn4-fast-phantom" else f"metrics-{tag}-{name}.json")
         if not out.exists():
             shmn("evaluate", args.model, "--data", *map(str, manifests), "--split", "test", "-o", str(out), "--device", "cpu", "-q",
-                 "--cache", str(args.work / "cache"))
+                 "--cache", str(args.work / "cache"), "--boundary", args.boundary)
         metrics = json.loads(out.read_text())
         table[f"{tag} | {name}"] = dict(row(metrics["summary"]), macs_burden_auc=rank_estimates(metrics["cases"])["burden"],
+                                        **burden_scores(metrics["cases"]),
                                         **macs_follows_motor_burden(metrics["cases"], args.work / "ood" / "cases.json" if name == "ood" else None))
     if not args.skip_baseline:
         near = template_ventricles_nearby()
         prepared = {name: preprocessed_cases(manifests, args.work / "cache") for name, manifests in data.items()}
         best = choose_thresholds(prepared["in-distribution"], near)
         for name, cases in prepared.items():
-            table[f"threshold z>{best[0]}, z<{best[1]} | {name}"] = dict(row(baseline(cases, *best, near)), macs_burden_auc=None)
+            table[f"threshold z>{best[0]}, z<{best[1]} | {name}"] = dict(row(baseline(cases, *best, near)), macs_burden_auc=None,
+                                                                        macs_burden_accuracy=None, macs_burden_ece=None)
     (args.work / f"comparison-{tag}.json").write_text(json.dumps(table, indent=1))
-    print("| model | cohort | lesion Dice | lesion-wise F1 | ventricle Dice | MACS AUC | MACS accuracy | MACS from burden AUC | n |\n"
-          "|---|---|---|---|---|---|---|---|---|")
+    print("| model | cohort | lesion Dice | lesion-wise F1 | ventricle Dice | MACS AUC | MACS accuracy | MACS from burden AUC | "
+          "burden accuracy | burden ECE | n |\n|---|---|---|---|---|---|---|---|---|---|---|")
     for key, values in table.items():
         model, cohort = key.split(" | ")
         cells = " | ".join("—" if values[k] is None else f"{values[k]:.3f}"
-                           for k in ("pvl_dice", "pvl_lesion_f1", "ventricle_dice", "macs_auc", "macs_accuracy", "macs_burden_auc"))
+                           for k in ("pvl_dice", "pvl_lesion_f1", "ventricle_dice", "macs_auc", "macs_accuracy", "macs_burden_auc",
+                                     "macs_burden_accuracy", "macs_burden_ece"))
         print(f"| {model} | {cohort} | {cells} | {values['n']} |")
 
 

@@ -63,9 +63,10 @@ def tiny_case(tmp_path_factory, anatomy):
     reference.SetOrigin(template.GetOrigin())
     reference.SetDirection(template.GetDirection())
     native = sitk.Resample(template, reference, sitk.Transform(), sitk.sitkLinear, 0.0)
-    options = PredictOptions(device="cpu", register=False)
+    # The lesion paths themselves: without the native-grid boundary step that follows them (test_native_boundary.py).
+    options = PredictOptions(device="cpu", register=False, native_boundary=False)
     fine = predict_native(native, predictor, options)
-    coarse = predict_native(native, predictor, PredictOptions(device="cpu", register=False, lesion_1mm=False))
+    coarse = predict_native(native, predictor, PredictOptions(device="cpu", register=False, lesion_1mm=False, native_boundary=False))
     return native, predictor, fine, coarse
 
 
@@ -127,7 +128,7 @@ def test_a_cached_case_runs_the_same_1mm_path(tiny_case, tmp_path):
     cached = CaseCache(tmp_path / "cache", config, 4.0).preprocessed(sample)
     assert cached.normalisation == pytest.approx(fine.prep.normalisation, rel=1e-6)
     assert np.allclose(cached.log_bias_field, fine.prep.log_bias_field)
-    again = predict_native(native, predictor, PredictOptions(device="cpu", register=False), prep=cached)
+    again = predict_native(native, predictor, PredictOptions(device="cpu", register=False, native_boundary=False), prep=cached)
     assert again.lesion_grid == fine.lesion_grid
     assert np.allclose(sitk.GetArrayViewFromImage(again.probabilities["pvl"]), sitk.GetArrayViewFromImage(fine.probabilities["pvl"]), atol=1e-4)
 
@@ -203,7 +204,8 @@ def test_shipped_1mm_path_finds_a_01ml_lesion_the_2mm_path_misses(seed):
     prep = preprocess(native, predictor.preprocess)
     covered = {}
     for use_1mm in (True, False):
-        prediction = predict_native(native, predictor, PredictOptions(device="cpu", lesion_1mm=use_1mm), prep=prep)
+        # The two lesion grids compared as they are, without the native-grid boundary step after either.
+        prediction = predict_native(native, predictor, PredictOptions(device="cpu", lesion_1mm=use_1mm, native_boundary=False), prep=prep)
         covered[use_1mm] = float(sitk.GetArrayViewFromImage(prediction.masks["pvl"])[truth].mean())
     assert covered[True] >= 0.5, f"1 mm path covers {covered[True]:.0%} of the 0.1 mL lesion"
     assert covered[False] < 0.5, f"2 mm path covers {covered[False]:.0%} of the 0.1 mL lesion"

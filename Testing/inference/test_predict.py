@@ -24,7 +24,7 @@ from shmn.errors import ShmnError
 from shmn.network.model import SHMN, NetworkConfig
 from shmn.network.model_file import save_model
 from shmn.inference.batch import expand_inputs
-from shmn.inference.predict import PredictOptions, load_predictor, predict_case
+from shmn.inference.predict import PredictOptions, load_predictor, predict_case, predict_native
 from shmn.io.registry import (
     default_registry_paths,
     find_model,
@@ -36,7 +36,7 @@ from shmn.io.registry import (
 )
 from shmn.io.segfile import ijk_to_lps_matrix
 from shmn.terminology import LATERAL_VENTRICLES, PVL_LESION
-from shmn.io.volume_io import same_geometry
+from shmn.io.volume_io import read_volume, same_geometry
 from shmn.measures.lesions import without_small_components
 from engine_fixtures import TINY_CARD, TINY_NAME, make_tiny_model  # noqa: F401
 
@@ -209,6 +209,9 @@ def test_report_keys_and_types(oriented, tiny):
     assert report["model"]["name"] == TINY_NAME and report["model"]["version"] == "0.0.1"
     assert report["model"]["sha256"] == tiny[1]
     assert "params" in report["preprocessing"] and "ok" in report["preprocessing"]["registration_quality"]
+    boundary = report["inference"]["boundary"]  # the native-grid boundaries, on by default
+    assert boundary["ventricles"]["method"].startswith("native-grid") and boundary["ventricles"]["band_mm"] == 3.0
+    assert isinstance(boundary["pvl"]["applied"], bool) and boundary["pvl"]["band_mm"] == 2.0
     for key in ("read", "register", "n4", "inference", "write", "total"):
         assert report["timings_s"][key] >= 0
     assert report["timings_s"]["total"] >= report["timings_s"]["inference"]
@@ -333,6 +336,23 @@ def test_probability_maps_are_what_the_masks_were_thresholded_from(anatomy, tiny
 
 def predictor_grid_mm(tiny) -> float:
     return float(load_predictor(str(tiny[0])).preprocess.grid.spacing_mm)
+
+
+def test_boundary_model_keeps_the_networks_maps_and_says_so(anatomy, tiny, tmp_path, capsys):
+    path = write_case(anatomy, tmp_path / "in", "case1")
+    out = tmp_path / "out"
+    assert main(["predict", str(path), "-o", str(out), "--model", str(tiny[0]), "--device", "cpu", "--quiet", "--probabilities",
+                 "--boundary", "model"]) == 0
+    report = json.loads((out / "case1" / "report.json").read_text())
+    assert "--boundary model" in report["inference"]["boundary"]["method"]
+    native = read_volume(path)
+    prediction = predict_native(native, load_predictor(str(tiny[0])), PredictOptions(device="cpu", native_boundary=False))
+    for task in ("pvl", "ventricles"):
+        written = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "case1" / f"{task}_probability.nii.gz")))
+        np.testing.assert_allclose(written, sitk.GetArrayFromImage(prediction.network_probabilities[task]), atol=1e-6)
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", str(path), "-o", str(tmp_path / "bad"), "--model", str(tiny[0]), "--boundary", "sharp"])
+    assert stop.value.code == 2 and "--boundary" in capsys.readouterr().err
 
 
 def test_a_negative_minimum_lesion_size_is_refused(anatomy, tiny, tmp_path, capsys):

@@ -27,6 +27,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="metrics file to write (default: RUN_DIR/evaluation-<split>.json for a run folder, none otherwise)")
     parser.add_argument("--cache", metavar="DIR", help="preprocessing cache folder (the format of `shmn train --cache`): "
                         "models with the same preprocessing evaluated on one cohort preprocess each case once")
+    parser.add_argument("--boundary", choices=("native", "model"), default="native",
+                        help="as `shmn predict --boundary`: native (the default) reads lesion and ventricle boundaries from each "
+                             "input's intensities on its own grid; model keeps the model's 2 mm boundaries")
     add_device_option(parser)
     return parser
 
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from shmn.training.evaluate import evaluate, markdown_table
 
     results = evaluate(args.model, args.data, split=args.split, device=args.device, progress=not args.quiet,
-                       cache_dir=args.cache)
+                       cache_dir=args.cache, native_boundary=args.boundary == "native")
     output = args.output or (Path(args.model) / evaluation_file_name(args.split) if Path(args.model).is_dir() else None)
     print(f"{results['model']['name']} {results['model']['version']} on {len(results['cases'])} {args.split} cases "
           f"(compared on the native grid)\n")

@@ -39,6 +39,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--min-lesion-ml", type=_non_negative_ml, default=None, metavar="ML",
                         help="drop lesion components smaller than this (mL); default: one voxel of the lesion grid "
                              "(0.008 mL at 2 mm, 0.001 mL at 1 mm); 0 keeps every component")
+    parser.add_argument("--boundary", choices=("native", "model"), default="native",
+                        help="native: lesion and ventricle boundaries read from the input's own intensities around the model's, on the "
+                             "input's grid (its finer voxels); model: the model's 2 mm boundaries resampled as they are")
     return parser
 
 
@@ -71,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         probabilities=args.probabilities, anonymise=args.anonymise, tta=args.tta,
         lesion_1mm={"auto": None, "1mm": True, "2mm": False}[getattr(args, "lesion_grid", "auto")],
         min_lesion_ml=getattr(args, "min_lesion_ml", None),
+        native_boundary=getattr(args, "boundary", "native") == "native",
     )
     created = not out_dir.exists()
     try:

@@ -30,6 +30,7 @@ from shmn.inference.calibration import calibrate_macs, calibration_from_card
 from shmn.inference.engine import InferenceOptions, InferenceResult, run_inference
 from shmn.inference.masks import min_lesion_ml, native_probability, threshold_mask, without_specks
 from shmn.inference.motor import case_motor_burden
+from shmn.inference.native_boundary import refine_native
 from shmn.measures.lesions import density_peaks, lesion_centres
 from shmn.measures.lesion_uncertainty import REVIEW_DISAGREEMENT, REVIEW_UNCERTAINTY_BITS, ReviewThresholds, lesion_review
 from shmn.io.digest import sha256_of
@@ -85,6 +86,7 @@ class PredictOptions:
     lesion_review_uncertainty: float = REVIEW_UNCERTAINTY_BITS  # shmn.measures.lesion_uncertainty
     lesion_review_disagreement: float = REVIEW_DISAGREEMENT
     lesion_1mm: bool | None = None  # None: the 1 mm lesion refiner when the model links one; False: 2 mm (shmn.inference.refine)
+    native_boundary: bool = True  # lesion and ventricle boundaries read from the input's own intensities (shmn.inference.native_boundary)
 
 
 @dataclass
@@ -199,6 +201,8 @@ class NativePrediction:
     masks: dict[str, sitk.Image]  # the same thresholded: uint8 0/1
     lesion_grid: str = ""  # which lesion path made probabilities["pvl"] (shmn.inference.refine)
     min_lesion_ml: float = 0.0  # lesion components smaller than this were dropped from masks["pvl"]
+    boundary: dict | None = None  # what the native-grid boundary refinement did per task (None: not run)
+    network_probabilities: dict[str, sitk.Image] | None = None  # before that refinement (None: the same as probabilities)
 
     def has(self, task: str) -> bool:
         """Whether the model has the segmentation ``task`` ("pvl" or "ventricles")."""
@@ -233,6 +237,10 @@ def predict_native(native: sitk.Image, predictor: Predictor, options: PredictOpt
                           predictor.info.name, options.cpu_bf16)
     probabilities["pvl"] = lesions.probability
     smallest = min_lesion_ml(options.min_lesion_ml, lesions.voxel_mm or predictor.preprocess.grid.spacing_mm)
+    network, boundary = dict(probabilities), None
+    if options.native_boundary and result.pvl_probability is not None and result.ventricle_probability is not None:
+        probabilities, boundary = refine_native(native, probabilities, {"pvl": options.pvl_threshold, "ventricles": options.ventricle_threshold},
+                                                smallest)
     masks = {
         "pvl": without_specks(threshold_mask(probabilities["pvl"], options.pvl_threshold), smallest),
         "ventricles": threshold_mask(probabilities["ventricles"], options.ventricle_threshold),
@@ -240,7 +248,7 @@ def predict_native(native: sitk.Image, predictor: Predictor, options: PredictOpt
     timings["postprocess"] = time.perf_counter() - tick - lesions.seconds
     if lesions.seconds:
         timings["lesion_1mm"] = lesions.seconds
-    return NativePrediction(prep, result, probabilities, masks, lesions.lesion_grid, smallest)
+    return NativePrediction(prep, result, probabilities, masks, lesions.lesion_grid, smallest, boundary, network)
 
 
 @dataclass
@@ -275,7 +283,9 @@ def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predict
     macs_probability, macs_calibration = calibrate_macs(result.macs_probability, result.macs_logit,
                                                         calibration_from_card(predictor.card, predictor.info.file))
     review_thresholds = ReviewThresholds(options.lesion_review_uncertainty, options.lesion_review_disagreement)
-    uncertainty, review = lesion_review(pvl, probabilities["pvl"], disagreement, review_thresholds) if has_pvl else (None, None)
+    # Per-lesion uncertainty is the network's own (its probability before the native-grid boundary step).
+    network_pvl = (prediction.network_probabilities or probabilities)["pvl"]
+    uncertainty, review = lesion_review(pvl, network_pvl, disagreement, review_thresholds) if has_pvl else (None, None)
     fields = dict(
         case=case,
         input_path=str(input_path),
@@ -288,7 +298,8 @@ def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predict
         ventricle_volume_ml=float(sitk.GetArrayViewFromImage(ventricles).sum()) * voxel_ml if has_ventricles else None,
         model=predictor.info,
         preprocessing={"params": prep.params, "registration_quality": prep.quality, "timings_s": prep.timings_s},
-        inference={"device": result.device, "precision": result.precision, "mode": result.mode, "lesion_grid": prediction.lesion_grid},
+        inference={"device": result.device, "precision": result.precision, "mode": result.mode, "lesion_grid": prediction.lesion_grid,
+                   "boundary": prediction.boundary or {"method": "the model's, resampled (--boundary model)"}},
         thresholds={
             "pvl_probability": options.pvl_threshold,
             "pvl_min_component_ml": round(prediction.min_lesion_ml, 6),

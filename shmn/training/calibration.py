@@ -192,7 +192,8 @@ def fit_ventricle_threshold(predictor, samples, device: str, progress: bool = Tr
     probabilities, references = [], []
     for sample in progress_bar(labelled, desc="ventricle threshold cases", unit="case", enabled=progress):
         native = read_volume(sample.image)
-        prediction = predict_native(native, predictor, PredictOptions(device=device), source=str(sample.image))
+        # The network's own map: the native-grid boundary refinement starts from the threshold chosen here.
+        prediction = predict_native(native, predictor, PredictOptions(device=device, native_boundary=False), source=str(sample.image))
         probabilities.append(sitk.GetArrayFromImage(prediction.probabilities["ventricles"]))
         references.append(_label_on(native, sample.ventricles, sample.image, sample.case_id or sample.id))
     threshold, dice_by_threshold = choose_threshold(probabilities, references)

@@ -134,7 +134,7 @@ def markdown_table(summary: dict) -> str:
     return "\n".join(rows)
 
 
-def evaluate_sample(predictor, sample: Sample, device: str, cache=None) -> dict:
+def evaluate_sample(predictor, sample: Sample, device: str, cache=None, native_boundary: bool = True) -> dict:
     """One case's metrics; ``cache`` (a CaseCache with the model card's preprocessing) supplies, and keeps,
     the preprocessed image, so that several models evaluated on one cohort preprocess it once."""
     from shmn.inference.calibration import calibrate_macs, calibration_from_card
@@ -144,7 +144,7 @@ def evaluate_sample(predictor, sample: Sample, device: str, cache=None) -> dict:
     tick = time.perf_counter()
     native = read_volume(sample.image)
     prep = cache.preprocessed(sample) if cache is not None else None
-    prediction = predict_native(native, predictor, PredictOptions(device=device), prep=prep)
+    prediction = predict_native(native, predictor, PredictOptions(device=device, native_boundary=native_boundary), prep=prep)
     spacing_zyx = native.GetSpacing()[::-1]
     pvl, ventricles = _mask_array(prediction, "pvl"), _mask_array(prediction, "ventricles")
     scores = score_case(
@@ -174,6 +174,7 @@ def evaluate(
     device: str = "auto",
     progress: bool = True,
     cache_dir: str | Path | None = None,
+    native_boundary: bool = True,
 ) -> dict:
     """Metrics of ``model`` (run folder, model file or registry name) on the ``split`` cases.
 
@@ -195,7 +196,7 @@ def evaluate(
         from shmn.training.case_cache import CaseCache
 
         cache = CaseCache(cache_dir, predictor.preprocess, density_sigma_mm=DENSITY_SIGMA_UNUSED)
-    cases = [evaluate_sample(predictor, s, device, cache) for s in progress_bar(samples, desc=f"evaluating {split}", unit="case", enabled=progress)]
+    cases = [evaluate_sample(predictor, s, device, cache, native_boundary) for s in progress_bar(samples, desc=f"evaluating {split}", unit="case", enabled=progress)]
     return {
         "model": {"name": predictor.info.name, "version": predictor.info.version, "sha256": predictor.info.sha256,
                   "file": predictor.info.file, "tasks": predictor.info.tasks},
@@ -203,6 +204,7 @@ def evaluate(
         "compared_on": "native grid (each case's own voxels; predictions brought back through the registration)",
         "threshold": MASK_THRESHOLD,
         "pvl_min_component": "one voxel of the lesion grid, as shmn predict (PredictOptions.min_lesion_ml)",
+        "boundary": "native (read from each input's intensities)" if native_boundary else "model (2 mm, resampled)",
         "manifests": [str(m.path) for m in manifests],
         "summary": summarise(cases),
         "cases": [_finite_or_none(c) for c in cases],
