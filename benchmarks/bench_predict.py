@@ -9,7 +9,7 @@ Each timed case runs in a fresh process (spawned), so its peak resident memory i
 Python, torch, the model, the volume and every intermediate. Also compares fp32 and bf16 inference
 on the CPU (time and how many mask voxels agree).
 
-    .venv/bin/python benchmarks/bench_predict.py [--model NAME|PATH] [--repeat N] [--device cpu|cuda|auto] [--json FILE]
+    .venv/bin/python benchmarks/bench_predict.py [--model NAME|PATH] [--repeat N] [--device cpu|cuda|auto] [--boundary native|model] [--json FILE]
 """
 
 from __future__ import annotations
@@ -80,11 +80,11 @@ def load(model: str | None, folder: Path):
         return load_predictor(stand_in_model(folder)), f"{exc}; timing an untrained 'fast' network instead"
 
 
-def one_case(source: str, out: str, model: str, device: str) -> tuple[dict, dict, float, float]:
+def one_case(source: str, out: str, model: str, device: str, native_boundary: bool = True) -> tuple[dict, dict, float, float]:
     """In a fresh process: load the model, predict one case; (timings, inference info, baseline GB, peak GB)."""
     predictor = load_predictor(model)
     baseline = peak_rss_gb()
-    report = predict_case(source, out, predictor, PredictOptions(device=device, overwrite=True))
+    report = predict_case(source, out, predictor, PredictOptions(device=device, overwrite=True, native_boundary=native_boundary))
     return report["timings_s"], report["inference"], baseline, peak_rss_gb()
 
 
@@ -114,6 +114,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--device", default="cpu", metavar="|".join(DEVICES) + "|cuda:N")
     parser.add_argument("--no-precision-comparison", action="store_true")
+    parser.add_argument("--boundary", choices=("native", "model"), default="native", help="as shmn predict --boundary (default native)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
 
@@ -131,7 +132,7 @@ def main() -> None:
         for run in range(args.repeat):
             with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
                 timings, inference, baseline, peak = pool.submit(
-                    one_case, str(source), str(folder / "out"), predictor.info.file, args.device
+                    one_case, str(source), str(folder / "out"), predictor.info.file, args.device, args.boundary == "native"
                 ).result()
             runs.append(timings)
             peaks.append((baseline, peak))
