@@ -182,3 +182,14 @@ def test_a_model_lesion_stays_one_lesion_and_a_speck_does_not_grow_into_one():
     assert pieces == 1
     assert mask[reference].mean() > 0.9
     assert not mask[6:9, 58:63, 58:63].any()
+
+
+def test_unreadable_voxels_neither_set_a_level_nor_move():
+    image, reference = _image(0.15, 1.0)
+    image[:, :, :30] = np.nan  # a converter's outside-the-field-of-view, across the ventricle's left part
+    probability = _model_probability()
+    result = refine_boundary(image, probability, SPACING_ZYX, 0.5)
+    assert np.isfinite(result.probability).all()
+    np.testing.assert_array_equal(result.probability[:, :, :30], probability[:, :, :30])
+    right = np.s_[:, :, 30:]
+    assert _dice(result.probability[right] >= 0.5, reference[right]) > 0.95

@@ -128,7 +128,13 @@ def refine_boundary(image: np.ndarray, probability: np.ndarray, spacing_zyx, thr
         return unchanged
     prob = probability[box].astype(np.float32)
     mask = prob >= threshold
-    img = ndimage.gaussian_filter(image[box].astype(np.float32), config.denoise_mm / spacing)
+    raw = image[box].astype(np.float32)
+    readable = np.isfinite(raw)  # NaN/inf voxels (outside a converter's field of view) say nothing
+    if readable.all():
+        img = ndimage.gaussian_filter(raw, config.denoise_mm / spacing)
+    else:  # smoothed over the readable voxels only (normalised convolution)
+        weight = ndimage.gaussian_filter(readable.astype(np.float32), config.denoise_mm / spacing)
+        img = ndimage.gaussian_filter(np.where(readable, raw, 0.0), config.denoise_mm / spacing) / np.maximum(weight, 1e-6)
     depth_in = ndimage.distance_transform_edt(mask, sampling=spacing)
     depth_out = ndimage.distance_transform_edt(~mask, sampling=spacing)
     core = mask & (depth_in > config.core_depth_mm) & (prob >= config.core_probability)
@@ -136,7 +142,8 @@ def refine_boundary(image: np.ndarray, probability: np.ndarray, spacing_zyx, thr
         core = mask & (prob >= config.core_probability)
     if core.sum() < config.min_core_voxels:
         core = mask
-    shell = ~mask & (depth_out > config.shell_mm[0]) & (depth_out <= config.shell_mm[1]) & (prob < config.gate)
+    core &= readable
+    shell = ~mask & (depth_out > config.shell_mm[0]) & (depth_out <= config.shell_mm[1]) & (prob < config.gate) & readable
     if other is not None:
         shell &= other[box] < config.gate
     elsewhere = other[box] >= other_threshold if other is not None else np.zeros(mask.shape, bool)
@@ -150,6 +157,7 @@ def refine_boundary(image: np.ndarray, probability: np.ndarray, spacing_zyx, thr
     relative = np.abs(contrast) / np.maximum(np.maximum(np.abs(tissue), np.abs(inner)), 1e-6)
     share = (tissue - img) / np.where(np.abs(contrast) > 1e-6, contrast, 1e-6)
     band = (np.where(mask, depth_in, depth_out) <= config.band_mm) & (relative >= config.min_contrast) & (prob >= config.gate) & ~elsewhere
+    band &= readable
     if config.explained is not None:
         band &= (share > config.explained[0]) & (share < config.explained[1])
     fraction = np.clip(share, 0.0, 1.0)
