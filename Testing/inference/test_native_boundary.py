@@ -193,3 +193,20 @@ def test_unreadable_voxels_neither_set_a_level_nor_move():
     np.testing.assert_array_equal(result.probability[:, :, :30], probability[:, :, :30])
     right = np.s_[:, :, 30:]
     assert _dice(result.probability[right] >= 0.5, reference[right]) > 0.95
+
+
+def test_a_hole_the_model_leaves_in_csf_is_filled_and_enclosed_tissue_is_not():
+    image, reference = _image(0.15, 1.0)
+    probability = _model_probability(shrink_mm=0.0)
+    hole = np.zeros(SHAPE, bool)
+    hole[6:10, 36:44, 38:42] = True  # inside the ventricle (dark CSF), where the model says no at all
+    probability[hole] = 0.0  # below the gate: the band alone never moves these voxels
+    result = refine_boundary(image, probability, SPACING_ZYX, 0.5)
+    assert (result.probability[hole] >= 0.5).all()
+    tissue = np.zeros(SHAPE, bool)
+    tissue[6:10, 30:34, 38:42] = True  # an enclosed island of tissue: it reads as tissue and stays out
+    image[tissue] = 1.0
+    probability[tissue] = 0.0
+    result = refine_boundary(image, probability, SPACING_ZYX, 0.5)
+    assert (result.probability[hole] >= 0.5).all() and not (result.probability[tissue] >= 0.5).any()
+    assert _dice(result.probability >= 0.5, reference & ~tissue) > 0.95

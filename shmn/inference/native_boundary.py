@@ -13,7 +13,8 @@ the model's confident voxels, the tissue's from a shell just outside (the other 
 both averaged locally so that a bias field does not move them. Outside the band, where the local
 contrast is too low to read a share from one noisy voxel, where the model gives less than ``gate``, or
 (lesions) where a voxel is darker or brighter than both levels (a cyst's cavity, which is lesion), the
-model's probability stands. No parameter was fitted to a cohort; they are physical scales (README).
+model's probability stands. Holes the model leaves inside the ventricles (within a slice) join them where
+they read as CSF. No parameter was fitted to a cohort; they are physical scales (README).
 """
 
 from __future__ import annotations
@@ -38,9 +39,13 @@ class BoundaryConfig:
     denoise_mm: float = 0.7  # a light Gaussian before reading single voxels (Rician noise)
     explained: tuple[float, float] | None = None  # only voxels whose share, unclipped, lies in this range move
     one_piece: bool = False  # each of the model's components stays one (its largest refined piece); none appear elsewhere
+    fill_holes: bool = False  # in-plane holes of the mask whose voxels read as the structure join it
 
 
-VENTRICLE_BOUNDARY = BoundaryConfig()
+# Ventricles are CSF-filled cavities: where the model's mask encloses a hole in a slice (it did on phantoms
+# and on both cohorts, well inside dark CSF), the hole's voxels that read as CSF join it; enclosed tissue
+# (a thalamus inside the ventricle's C in a sagittal slice) reads as tissue and stays out.
+VENTRICLE_BOUNDARY = BoundaryConfig(fill_holes=True)
 # Lesions: a narrower band (they are small), every lesion voxel may set the level of a small lesion, and a
 # voxel darker than the tissue (a cavitated lesion's cyst, labelled lesion) keeps the model's answer.
 # One piece: the step moves boundaries, it does not change what the model found; an intensity dip across a
@@ -162,12 +167,23 @@ def refine_boundary(image: np.ndarray, probability: np.ndarray, spacing_zyx, thr
         band &= (share > config.explained[0]) & (share < config.explained[1])
     fraction = np.clip(share, 0.0, 1.0)
     refined_box = np.where(band, fraction_to_probability(fraction, threshold), prob)
+    if config.fill_holes:
+        holes = _in_plane_holes(refined_box >= threshold, spacing) & (fraction >= 0.5) & (relative >= config.min_contrast) & readable & ~elsewhere
+        refined_box = np.where(holes, fraction_to_probability(fraction, threshold), refined_box)
     if config.one_piece:
         refined_box = _one_piece_per_component(refined_box, mask, threshold, min_component_ml / (float(np.prod(spacing)) / 1000.0))
     refined = probability.astype(np.float32, copy=True)
     refined[box] = refined_box
     changed = int(((refined_box >= threshold) != mask).sum())
     return BoundaryResult(refined, bool(band.any()), float(np.median(relative[mask])), changed)
+
+
+def _in_plane_holes(mask: np.ndarray, spacing_zyx: np.ndarray) -> np.ndarray:
+    """Voxels enclosed by ``mask`` within a slice of the acquisition's finest plane (across its thickest
+    axis; axial when isotropic): where a rater drawing slice by slice would see a hole."""
+    axis = int(np.argmax(spacing_zyx))
+    filled = np.stack([ndimage.binary_fill_holes(plane) for plane in np.moveaxis(mask, axis, 0)])
+    return np.moveaxis(filled, 0, axis) & ~mask
 
 
 def _one_piece_per_component(refined: np.ndarray, mask: np.ndarray, threshold: float, min_voxels: float = 0.0) -> np.ndarray:
