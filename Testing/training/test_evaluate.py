@@ -88,6 +88,7 @@ def test_evaluate_cli_writes_metrics_json_and_table(small_cohort, known_model, c
     samples = split_samples(load_manifests(data), "test")
     assert [c["id"] for c in results["cases"]] == [s.id for s in samples]
     assert results["compared_on"].startswith("native grid") and results["model"]["name"] == "known-answers"
+    assert results["boundary"].startswith("native") and "boundaries: native" in out  # shmn predict's default
     summary = results["summary"]
     n_pvl = sum(s.pvl is not None for s in samples)
     assert n_pvl and summary["pvl_dice"] == {"n": n_pvl, "infinite": 0, "mean": 0.0, "sd": 0.0, "median": 0.0}

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
                        cache_dir=args.cache, native_boundary=args.boundary == "native")
     output = args.output or (Path(args.model) / evaluation_file_name(args.split) if Path(args.model).is_dir() else None)
     print(f"{results['model']['name']} {results['model']['version']} on {len(results['cases'])} {args.split} cases "
-          f"(compared on the native grid)\n")
+          f"(compared on the native grid; boundaries: {results['boundary']})\n")
     print(markdown_table(results["summary"]))
     if output:
         write_json(output, json.loads(json.dumps(results, allow_nan=True)))
