@@ -171,13 +171,13 @@ def row(summary: dict) -> dict:
 def burden_scores(cases: list[dict]) -> dict:
     """Accuracy and calibration error of the primary MACS estimate (the motor-burden score; its AUC is
     rank_estimates')."""
+    from shmn.measures.burden_macs import estimate_pairs
     from shmn.measures.metrics import macs_metrics
 
-    pairs = [(c["macs_from_burden"], {"severe": 1.0, "mild": 0.0}.get(c["macs_true"], c["macs_true"])) for c in cases
-             if c.get("macs_from_burden") is not None and c.get("macs_true") is not None]
-    if not pairs:
+    probabilities, labels = estimate_pairs(cases, "burden")
+    if not probabilities:
         return {"macs_burden_accuracy": None, "macs_burden_ece": None}
-    scores = macs_metrics([p for p, _ in pairs], [y for _, y in pairs])
+    scores = macs_metrics(probabilities, labels)
     return {"macs_burden_accuracy": round(scores["accuracy"], 3), "macs_burden_ece": round(scores["ece"], 3)}
 
 

@@ -7,7 +7,7 @@ import json
 
 from shmn.contract import evaluation_file_name
 from shmn.io.manifest import SPLITS
-from shmn.commands.options import add_data_option, add_device_option
+from shmn.commands.options import add_boundary_option, add_data_option, add_device_option
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -27,9 +27,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="metrics file to write (default: RUN_DIR/evaluation-<split>.json for a run folder, none otherwise)")
     parser.add_argument("--cache", metavar="DIR", help="preprocessing cache folder (the format of `shmn train --cache`): "
                         "models with the same preprocessing evaluated on one cohort preprocess each case once")
-    parser.add_argument("--boundary", choices=("native", "model"), default="native",
-                        help="as `shmn predict --boundary`: native (the default) reads lesion and ventricle boundaries from each "
-                             "input's intensities on its own grid; model keeps the model's 2 mm boundaries")
+    add_boundary_option(parser)
     add_device_option(parser)
     return parser
 

@@ -16,3 +16,11 @@ def add_data_option(parser: argparse.ArgumentParser, help: str = "dataset folder
 def add_device_option(parser: argparse.ArgumentParser, help: str = "auto (CUDA when present), cpu, cuda or cuda:N",
                       default: str | None = "auto") -> None:
     parser.add_argument("--device", default=default, metavar=DEVICE_METAVAR, help=help)
+
+
+def add_boundary_option(parser: argparse.ArgumentParser) -> None:
+    """`--boundary native|model` (shmn.inference.native_boundary): where lesion and ventricle boundaries come from."""
+    parser.add_argument("--boundary", choices=("native", "model"), default="native",
+                        help="native (the default): lesion and ventricle boundaries read from each input's own intensities "
+                             "around the model's, on the input's grid (its finer voxels); model: the model's 2 mm "
+                             "boundaries resampled as they are")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from shmn.errors import ShmnError
-from shmn.commands.options import add_device_option
+from shmn.commands.options import add_boundary_option, add_device_option
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -39,9 +39,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--min-lesion-ml", type=_non_negative_ml, default=None, metavar="ML",
                         help="drop lesion components smaller than this (mL); default: one voxel of the lesion grid "
                              "(0.008 mL at 2 mm, 0.001 mL at 1 mm); 0 keeps every component")
-    parser.add_argument("--boundary", choices=("native", "model"), default="native",
-                        help="native: lesion and ventricle boundaries read from the input's own intensities around the model's, on the "
-                             "input's grid (its finer voxels); model: the model's 2 mm boundaries resampled as they are")
+    add_boundary_option(parser)
     return parser
 
 

@@ -72,6 +72,14 @@ class BoundaryResult:
                 "min_contrast": config.min_contrast, "changed_voxels": self.changed_voxels}
 
 
+def _normalised_smooth(weighted: np.ndarray, weights: np.ndarray, sigma_vox, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised convolution: the Gaussian-weighted mean of the values whose products with ``weights`` are
+    ``weighted``, over those weights, and the smoothed weight."""
+    total = ndimage.gaussian_filter(weighted, sigma_vox, mode=mode)
+    weight = ndimage.gaussian_filter(weights.astype(np.float32), sigma_vox, mode=mode)
+    return total / np.maximum(weight, 1e-6), weight
+
+
 def _local_mean(values: np.ndarray, weights: np.ndarray, spacing_zyx: np.ndarray, sigma_mm: float,
                 coarse_mm: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian-weighted mean of ``values`` over the voxels in ``weights`` (normalised convolution; nothing
@@ -86,10 +94,8 @@ def _local_mean(values: np.ndarray, weights: np.ndarray, spacing_zyx: np.ndarray
         array = np.pad(array, padded)
         return array.reshape(coarse_shape[0], factor[0], coarse_shape[1], factor[1], coarse_shape[2], factor[2]).mean(axis=(1, 3, 5))
 
-    sigma = sigma_mm / (spacing_zyx * factor)
-    total = ndimage.gaussian_filter(blocks(values * weights), sigma, mode="constant")
-    weight = ndimage.gaussian_filter(blocks(weights.astype(np.float32)), sigma, mode="constant")
-    mean = total / np.maximum(weight, 1e-6)
+    mean, weight = _normalised_smooth(blocks(values * weights), blocks(weights.astype(np.float32)),
+                                      sigma_mm / (spacing_zyx * factor), "constant")
 
     def back(array: np.ndarray) -> np.ndarray:
         if (factor == 1).all():
@@ -137,9 +143,8 @@ def refine_boundary(image: np.ndarray, probability: np.ndarray, spacing_zyx, thr
     readable = np.isfinite(raw)  # NaN/inf voxels (outside a converter's field of view) say nothing
     if readable.all():
         img = ndimage.gaussian_filter(raw, config.denoise_mm / spacing)
-    else:  # smoothed over the readable voxels only (normalised convolution)
-        weight = ndimage.gaussian_filter(readable.astype(np.float32), config.denoise_mm / spacing)
-        img = ndimage.gaussian_filter(np.where(readable, raw, 0.0), config.denoise_mm / spacing) / np.maximum(weight, 1e-6)
+    else:  # smoothed over the readable voxels only
+        img, _ = _normalised_smooth(np.where(readable, raw, 0.0), readable, config.denoise_mm / spacing, "reflect")
     depth_in = ndimage.distance_transform_edt(mask, sampling=spacing)
     depth_out = ndimage.distance_transform_edt(~mask, sampling=spacing)
     core = mask & (depth_in > config.core_depth_mm) & (prob >= config.core_probability)
@@ -166,10 +171,11 @@ def refine_boundary(image: np.ndarray, probability: np.ndarray, spacing_zyx, thr
     if config.explained is not None:
         band &= (share > config.explained[0]) & (share < config.explained[1])
     fraction = np.clip(share, 0.0, 1.0)
-    refined_box = np.where(band, fraction_to_probability(fraction, threshold), prob)
+    read = fraction_to_probability(fraction, threshold)
+    refined_box = np.where(band, read, prob)
     if config.fill_holes:
         holes = _in_plane_holes(refined_box >= threshold, spacing) & (fraction >= 0.5) & (relative >= config.min_contrast) & readable & ~elsewhere
-        refined_box = np.where(holes, fraction_to_probability(fraction, threshold), refined_box)
+        refined_box = np.where(holes, read, refined_box)
     if config.one_piece:
         refined_box = _one_piece_per_component(refined_box, mask, threshold, min_component_ml / (float(np.prod(spacing)) / 1000.0))
     refined = probability.astype(np.float32, copy=True)
@@ -221,8 +227,9 @@ def refine_native(native: sitk.Image, probabilities: dict[str, sitk.Image], thre
     for task, other, config in (("ventricles", "pvl", VENTRICLE_BOUNDARY), ("pvl", "ventricles", LESION_BOUNDARY)):
         result = refine_boundary(image, arrays[task], spacing, thresholds[task], arrays[other], thresholds[other], config,
                                  min_lesion_ml if task == "pvl" else 0.0)
-        arrays[task] = result.probability
-        refined[task] = sitk.GetImageFromArray(result.probability.astype(np.float32))
-        refined[task].CopyInformation(probabilities[task])
+        if result.probability is not arrays[task]:  # refine_boundary returns its input untouched when nothing applied
+            arrays[task] = result.probability
+            refined[task] = sitk.GetImageFromArray(result.probability.astype(np.float32))
+            refined[task].CopyInformation(probabilities[task])
         fields[task] = result.report_fields(config)
     return refined, fields

@@ -114,21 +114,30 @@ def fit_burden_model(features: np.ndarray, labels: Sequence[float], l2: float = 
     return BurdenModel(float(result.x[0]), {r: float(w) for r, w in zip(REGIONS, result.x[1:])})
 
 
+ESTIMATE_KEYS = {"network": "macs_probability", "burden": "macs_from_burden"}  # each estimate's per-case field
+
+
+def estimate_pairs(cases: Sequence[dict], estimate: str) -> tuple[list[float], list[float]]:
+    """(probabilities, labels 1 severe / 0 mild) of one MACS estimate over the cases that have both; cases carry
+    ``macs_true`` (1, 0 or the group name) and the estimate's field (ESTIMATE_KEYS)."""
+    key = ESTIMATE_KEYS[estimate]
+    pairs = [(c[key], {"severe": 1.0, "mild": 0.0}.get(c["macs_true"], c["macs_true"])) for c in cases
+             if c.get(key) is not None and c.get("macs_true") is not None]
+    return [p for p, _ in pairs], [y for _, y in pairs]
+
+
 def rank_estimates(cases: Sequence[dict]) -> dict:
     """AUC of each MACS estimate over a cohort: cases carry ``macs_true`` (1 severe, 0 mild, or the group name),
     ``macs_probability`` (the network's) and ``macs_from_burden`` (this module's). Returns
     {"network": auc, "burden": auc, "n": cases used, "better": the estimate of higher AUC}; None where undefined."""
     from shmn.measures.metrics import macs_metrics
 
-    def label(value) -> Optional[float]:
-        return {"severe": 1.0, "mild": 0.0}.get(value, value) if value is not None else None
-
     out: dict = {}
-    for estimate, key in (("network", "macs_probability"), ("burden", "macs_from_burden")):
-        pairs = [(c[key], label(c.get("macs_true"))) for c in cases if c.get(key) is not None and c.get("macs_true") is not None]
-        auc = macs_metrics([p for p, _ in pairs], [y for _, y in pairs])["auc"] if pairs else float("nan")
+    for estimate in ESTIMATE_KEYS:
+        probabilities, labels = estimate_pairs(cases, estimate)
+        auc = macs_metrics(probabilities, labels)["auc"] if probabilities else float("nan")
         out[estimate] = None if math.isnan(auc) else round(auc, 4)
-        out[f"n_{estimate}"] = len(pairs)
+        out[f"n_{estimate}"] = len(probabilities)
     ranked = [e for e in ESTIMATES if out[e] is not None]
     out["better"] = max(ranked, key=lambda e: out[e]) if ranked else None
     return out
