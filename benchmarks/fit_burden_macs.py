@@ -1,12 +1,17 @@
-"""Fit the burden MACS score (shmn.measures.burden_macs) on the training phantom cohort's ground truth.
+"""Fit the burden MACS score (shmn.measures.burden_macs) on a phantom cohort's lesion masks.
 
-    .venv/bin/python benchmarks/fit_burden_macs.py --work /tmp/burden-fit [--n 40] [--model shmn4-fast-phantom]
+    .venv/bin/python benchmarks/fit_burden_macs.py --work /tmp/burden-fit [--n 40] [--seed 0] [--masks truth|predicted]
+        [--model shmn4-fast-phantom]
 
-1. `shmn phantom -o WORK/cohort --size paper --seed 0 --n-pvl 1 --n-macs N --n-ventricle-labels 0`: the
-   training cohort's generator and seed, dataset 2 (MACS) only, N cases.
+1. `shmn phantom -o WORK/cohort --size paper --seed SEED --n-pvl 1 --n-macs N --n-ventricle-labels 0`:
+   dataset 2 (MACS) only, N cases (seed 0: the training cohort's generator and seed).
 2. Each MACS case preprocessed as `shmn predict` does with MODEL's card (brain extraction, registration to
-   MNI152, its model grid); the ground-truth lesion mask brought onto the model grid through the same
-   registration (linear, then >= 0.5, inside the brain: a perfect model's template-space lesion mask).
+   MNI152, its model grid). ``--masks truth``: the ground-truth lesion mask brought onto the model grid through
+   the same registration (linear, then >= 0.5, inside the brain: a perfect model's template-space lesion mask).
+   ``--masks predicted``: MODEL's own template-space lesion mask, exactly the one `shmn predict` measures the
+   burden on (its 2 mm probability at the card's threshold, inside the brain). On a cohort the model never
+   trained on (a validation cohort), the fit is then also the score's calibration: its probabilities are
+   fitted to the labels on the masks the report will measure, the model's misses and false positives included.
 3. Motor burden per region (shmn.measures.motor_regions); logistic fit of the OBSERVED MACS group (the
    label training sees, 10 % flipped) on lesion mL per region, weights >= 0, L2 0.1.
 Prints the constants to paste into shmn/measures/burden_macs.py, the in-sample and leave-one-out AUC, and
@@ -24,28 +29,34 @@ from pathlib import Path
 import numpy as np
 
 
-def phantom(work: Path, n: int) -> Path:
+def phantom(work: Path, n: int, seed: int) -> Path:
     cohort = work / "cohort"
     if not (cohort / "cohort.json").exists():
-        subprocess.run([sys.executable, "-m", "shmn", "phantom", "-o", str(cohort), "--size", "paper", "--seed", "0",
+        subprocess.run([sys.executable, "-m", "shmn", "phantom", "-o", str(cohort), "--size", "paper", "--seed", str(seed),
                         "--n-pvl", "1", "--n-macs", str(n), "--n-ventricle-labels", "0", "-q"], check=True)
     return cohort
 
 
-def case_burden(image: Path, truth: Path, predictor) -> dict:
+def case_burden(image: Path, truth: Path, predictor, masks: str = "truth") -> dict:
     import SimpleITK as sitk
 
-    from shmn.inference.predict import MASK_THRESHOLD
+    from shmn.inference.engine import InferenceOptions, run_inference
+    from shmn.inference.motor import template_lesion_mask
+    from shmn.inference.predict import MASK_THRESHOLD, PredictOptions
     from shmn.io.volume_io import read_volume
     from shmn.measures.motor_regions import motor_burden
     from shmn.preprocessing.preprocess import preprocess
 
     native = read_volume(image)
     prep = preprocess(native, predictor.preprocess, source=str(image))
-    mask = sitk.Cast(sitk.ReadImage(str(truth)) > 0, sitk.sitkFloat32)
-    on_grid = sitk.GetArrayFromImage(sitk.Resample(mask, prep.reference, prep.transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
-    burden = motor_burden((on_grid >= MASK_THRESHOLD) & prep.brain, prep.reference)
-    return {"burden": burden, "registration_ok": bool(prep.quality.get("ok", True))}
+    if masks == "predicted":
+        probability = run_inference(predictor.network, prep.image, InferenceOptions(device="cpu")).pvl_probability
+        lesions = template_lesion_mask(probability, prep, predictor.thresholds(PredictOptions()).pvl_threshold)
+    else:
+        mask = sitk.Cast(sitk.ReadImage(str(truth)) > 0, sitk.sitkFloat32)
+        on_grid = sitk.GetArrayFromImage(sitk.Resample(mask, prep.reference, prep.transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+        lesions = (on_grid >= MASK_THRESHOLD) & prep.brain
+    return {"burden": motor_burden(lesions, prep.reference), "registration_ok": bool(prep.quality.get("ok", True))}
 
 
 def leave_one_out(features: np.ndarray, labels: np.ndarray) -> list[float]:
@@ -68,15 +79,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", required=True, type=Path)
     parser.add_argument("--n", type=int, default=40, help="MACS cases of the phantom cohort (default 40)")
-    parser.add_argument("--model", default=None, help="whose preprocessing and grid (default: the registry's default model)")
+    parser.add_argument("--seed", type=int, default=0, help="the phantom cohort's seed (default 0, the training cohort's)")
+    parser.add_argument("--masks", choices=("truth", "predicted"), default="truth",
+                        help="ground-truth lesion masks, or MODEL's own (default truth)")
+    parser.add_argument("--model", default=None, help="whose preprocessing and grid, and with --masks predicted whose lesions "
+                        "(default: the registry's default model)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    cohort = phantom(args.work, args.n)
+    cohort = phantom(args.work, args.n, args.seed)
     records = [r for r in json.loads((cohort / "cohort.json").read_text())["cases"] if r["dataset"] == "macs"]
     predictor = load_predictor(args.model)
     rows = []
     for r in records:
-        measured = case_burden(cohort / "macs" / "images" / f"{r['id']}.nii.gz", cohort / "macs" / "groundtruth" / "pvl" / f"{r['id']}.nii.gz", predictor)
+        measured = case_burden(cohort / "macs" / "images" / f"{r['id']}.nii.gz", cohort / "macs" / "groundtruth" / "pvl" / f"{r['id']}.nii.gz", predictor,
+                                args.masks)
         burden = measured["burden"]
         rows.append({"id": r["id"], "macs_observed": r["macs_group"], "macs_true": r["macs_group_true"],
                      "phantom_motor_burden_ml": r["motor_burden_ml"], "lesion_volume_ml": r["lesion_volume_ml"],
@@ -90,7 +106,7 @@ def main() -> None:
     fitted = 1.0 / (1.0 + np.exp(-(model.intercept + features @ np.array([model.weights_per_ml[r] for r in REGIONS]))))
     loo = leave_one_out(features, observed)
     result = {
-        "n": len(rows), "grid": predictor.info.grid, "intercept": round(model.intercept, 3),
+        "n": len(rows), "grid": predictor.info.grid, "seed": args.seed, "masks": args.masks, "model": predictor.info.name, "intercept": round(model.intercept, 3),
         "weights_per_ml": {r: round(w, 3) for r, w in model.weights_per_ml.items()},
         "in_sample": {"observed": macs_metrics(fitted, observed), "true": macs_metrics(fitted, true)},
         "leave_one_out": {"observed": macs_metrics(loo, observed), "true": macs_metrics(loo, true)},

@@ -102,6 +102,9 @@ class TrainConfig:
     synthesis: str = "off"
     synthesis_samples: int = 0
     synthesis_anatomies: tuple[str, ...] = ("mni152", "icbm2009")
+    # Poorly nulled CSF in synthesised FLAIR-ordered images: (share of them, lowest and highest CSF mean as a
+    # fraction of white matter's); shmn.synthesis.randomised.intensities.IntensityConfig.
+    synthesis_csf_unsuppressed: tuple[float, float, float] = (0.3, 0.45, 0.95)
     # A model (registry name, name@version or .safetensors) whose weights start the run instead of a
     # random initialisation: fine-tuning on one's own cohort, or a second stage with other losses.
     # Its network must match this config's. "" = random initialisation from `seed`.
@@ -180,6 +183,9 @@ def validate(cfg: TrainConfig) -> None:
     unknown = [a for a in cfg.synthesis_anatomies if a not in SYNTHESIS_ANATOMIES]
     if unknown or not cfg.synthesis_anatomies:
         raise bad("synthesis_anatomies", f"{list(cfg.synthesis_anatomies)!r}: expected one or more of {', '.join(SYNTHESIS_ANATOMIES)}")
+    share, low, high = cfg.synthesis_csf_unsuppressed
+    if not (0 <= share <= 1 and 0 <= low < high):
+        raise bad("synthesis_csf_unsuppressed", f"{list(cfg.synthesis_csf_unsuppressed)!r}: expected [share 0-1, low, high] with 0 <= low < high")
 
 
 def preset_config(preset: str = "shmn4", resolution: str = "fast") -> TrainConfig:

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset
 
 from shmn.preprocessing.preprocess import GridSpec
+from shmn.synthesis.randomised.intensities import IntensityConfig
 from shmn.synthesis.randomised.sampler import SynthesisConfig, synthesise
 
 
@@ -87,7 +88,9 @@ class EpochConcat(ConcatDataset):
 
 def synthesis_config(config) -> SynthesisConfig:
     """The synthesis settings of a TrainConfig (shmn.training.config)."""
-    return SynthesisConfig(anatomies=tuple(config.synthesis_anatomies), density_sigma_mm=config.density_sigma_mm)
+    share, low, high = config.synthesis_csf_unsuppressed
+    return SynthesisConfig(anatomies=tuple(config.synthesis_anatomies), density_sigma_mm=config.density_sigma_mm,
+                           intensity=IntensityConfig(csf_unsuppressed_probability=share, csf_unsuppressed_fraction=(low, high)))
 
 
 def synthesis_training_set(config, real: Dataset) -> Dataset:
