@@ -59,22 +59,26 @@ def case_burden(image: Path, truth: Path, predictor, masks: str = "truth") -> di
     return {"burden": motor_burden(lesions, prep.reference), "registration_ok": bool(prep.quality.get("ok", True))}
 
 
+def probabilities(model, features: np.ndarray) -> np.ndarray:
+    from shmn.measures.burden_macs import FEATURES
+
+    return 1.0 / (1.0 + np.exp(-(model.intercept + features @ np.array([model.weights_per_ml[f] for f in FEATURES]))))
+
+
 def leave_one_out(features: np.ndarray, labels: np.ndarray) -> list[float]:
     from shmn.measures.burden_macs import fit_burden_model
 
     out = []
     for i in range(len(labels)):
         keep = np.arange(len(labels)) != i
-        model = fit_burden_model(features[keep], labels[keep])
-        out.append(float(1.0 / (1.0 + np.exp(-(model.intercept + features[i] @ np.array(list(model.weights_per_ml.values())))))))
+        out.append(float(probabilities(fit_burden_model(features[keep], labels[keep]), features[i:i + 1])[0]))
     return out
 
 
 def main() -> None:
     from shmn.inference.predict import load_predictor
-    from shmn.measures.burden_macs import fit_burden_model
+    from shmn.measures.burden_macs import FEATURES, feature_ml, fit_burden_model
     from shmn.measures.metrics import macs_metrics
-    from shmn.measures.motor_regions import REGIONS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", required=True, type=Path)
@@ -89,24 +93,31 @@ def main() -> None:
     cohort = phantom(args.work, args.n, args.seed)
     records = [r for r in json.loads((cohort / "cohort.json").read_text())["cases"] if r["dataset"] == "macs"]
     predictor = load_predictor(args.model)
+    # Each case's burden is kept as it is measured, so a stopped run goes on and a refit costs no prediction.
+    measured_file = args.work / f"cases-{args.masks}-{predictor.info.name}-{predictor.info.version}.json"
+    done = json.loads(measured_file.read_text()) if measured_file.exists() else {}
     rows = []
     for r in records:
-        measured = case_burden(cohort / "macs" / "images" / f"{r['id']}.nii.gz", cohort / "macs" / "groundtruth" / "pvl" / f"{r['id']}.nii.gz", predictor,
-                                args.masks)
-        burden = measured["burden"]
-        rows.append({"id": r["id"], "macs_observed": r["macs_group"], "macs_true": r["macs_group_true"],
-                     "phantom_motor_burden_ml": r["motor_burden_ml"], "lesion_volume_ml": r["lesion_volume_ml"],
-                     "registration_ok": measured["registration_ok"],
-                     "lesion_ml": {region: round(burden.lesion_ml(region), 4) for region in REGIONS}, "motor_burden": burden.to_json()})
+        if r["id"] not in done:
+            measured = case_burden(cohort / "macs" / "images" / f"{r['id']}.nii.gz",
+                                   cohort / "macs" / "groundtruth" / "pvl" / f"{r['id']}.nii.gz", predictor, args.masks)
+            burden = measured["burden"]
+            done[r["id"]] = {"id": r["id"], "macs_observed": r["macs_group"], "macs_true": r["macs_group_true"],
+                             "phantom_motor_burden_ml": r["motor_burden_ml"], "lesion_volume_ml": r["lesion_volume_ml"],
+                             "registration_ok": measured["registration_ok"],
+                             "lesion_ml": {f: round(feature_ml(burden, f), 4) for f in FEATURES}, "motor_burden": burden.to_json()}
+            measured_file.write_text(json.dumps(done, indent=1))
+        rows.append(done[r["id"]])
         print(f"{r['id']}: {r['macs_group']:6s} " + " ".join(f"{k}={v:.3f}" for k, v in rows[-1]["lesion_ml"].items()), flush=True)
-    features = np.array([[row["lesion_ml"][region] for region in REGIONS] for row in rows])
+    features = np.array([[row["lesion_ml"][f] for f in FEATURES] for row in rows])
     observed = np.array([row["macs_observed"] == "severe" for row in rows], dtype=float)
     true = np.array([row["macs_true"] == "severe" for row in rows], dtype=float)
     model = fit_burden_model(features, observed)
-    fitted = 1.0 / (1.0 + np.exp(-(model.intercept + features @ np.array([model.weights_per_ml[r] for r in REGIONS]))))
+    fitted = probabilities(model, features)
     loo = leave_one_out(features, observed)
     result = {
-        "n": len(rows), "grid": predictor.info.grid, "seed": args.seed, "masks": args.masks, "model": predictor.info.name, "intercept": round(model.intercept, 3),
+        "n": len(rows), "grid": predictor.info.grid, "seed": args.seed, "masks": args.masks,
+        "model": f"{predictor.info.name} {predictor.info.version}", "features": list(FEATURES), "intercept": round(model.intercept, 3),
         "weights_per_ml": {r: round(w, 3) for r, w in model.weights_per_ml.items()},
         "in_sample": {"observed": macs_metrics(fitted, observed), "true": macs_metrics(fitted, true)},
         "leave_one_out": {"observed": macs_metrics(loo, observed), "true": macs_metrics(loo, true)},
@@ -117,7 +128,7 @@ def main() -> None:
     for name in ("in_sample", "leave_one_out"):
         for labels in ("observed", "true"):
             m = result[name][labels]
-            print(f"{name:13s} vs {labels:8s} groups: AUC {m['auc']:.3f}  accuracy {m['accuracy']:.3f}  (n {m['n']})")
+            print(f"{name:13s} vs {labels:8s} groups: AUC {m['auc']:.3f}  accuracy {m['accuracy']:.3f}  ECE {m['ece']:.3f}  (n {m['n']})")
 
 
 if __name__ == "__main__":

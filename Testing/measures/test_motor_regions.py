@@ -18,7 +18,9 @@ import SimpleITK as sitk
 from shmn.errors import ShmnError
 from shmn.io import anatomy as anatomy_module
 from shmn.measures.burden_macs import (
+    ALL_LESIONS,
     BURDEN_MACS_INTERCEPT,
+    FEATURES,
     MACS_PRIMARY,
     SHIPPED_BURDEN_MODEL,
     burden_report_fields,
@@ -147,13 +149,39 @@ def test_report_fields_name_the_primary_estimate(anatomy, fast_grid):
     assert burden_report_fields(burden, network_available=False)["macs_primary"] == "burden"
 
 
-def test_fit_recovers_the_region_that_decides_the_group():
+def test_fit_recovers_the_feature_that_decides_the_group():
     rng = np.random.default_rng(0)
-    features = rng.gamma(1.0, 0.5, size=(60, len(REGIONS)))
-    severe = (features[:, 0] > np.median(features[:, 0])).astype(float)  # only the first region matters
-    model = fit_burden_model(features, severe)
-    weights = [model.weights_per_ml[r] for r in REGIONS]
-    assert weights[0] > 2.0 and weights[0] > 3 * max(weights[1:]) and min(weights) >= 0.0
+    features = rng.gamma(1.0, 0.5, size=(60, len(FEATURES)))
+    for decisive in (1, 0):  # a motor region, then all lesions
+        severe = (features[:, decisive] > np.median(features[:, decisive])).astype(float)
+        weights = [fit_burden_model(features, severe).weights_per_ml[f] for f in FEATURES]
+        others = [w for i, w in enumerate(weights) if i != decisive]
+        assert weights[decisive] > 2.0 and weights[decisive] > 3 * max(others) and min(weights) >= 0.0, (decisive, weights)
+
+
+def outside_point(anatomy) -> np.ndarray:
+    """LPS mm of the cerebral white-matter voxel farthest from every motor region (frontal or occipital white matter)."""
+    from scipy import ndimage
+
+    regions = sitk.GetArrayViewFromImage(template_region_map()) > 0
+    white = np.isin(sitk.GetArrayViewFromImage(anatomy.labels), anatomy_module.CEREBRAL_WM)
+    depth = ndimage.distance_transform_edt(white)  # well inside white matter, not at its edge
+    score = np.where(white & (depth >= 3), ndimage.distance_transform_edt(~regions), 0.0)
+    z, y, x = np.unravel_index(int(np.argmax(score)), score.shape)
+    return np.array(anatomy.labels.TransformContinuousIndexToPhysicalPoint([float(x), float(y), float(z)]))
+
+
+def test_a_lesion_counts_everywhere_and_more_in_a_motor_pathway(anatomy, fast_grid):
+    outside = motor_burden(ball(fast_grid, outside_point(anatomy), 5.0), fast_grid)
+    inside = motor_burden(ball(fast_grid, corona_point(anatomy, "left"), 5.0), fast_grid)
+    none = motor_burden(np.zeros(fast_grid.GetSize()[::-1], bool), fast_grid)
+    assert outside.lesion_ml() == 0.0 and outside.all_lesion_ml > 0.3  # in no motor region, yet a lesion
+    assert inside.lesion_ml() > 0.0 and inside.all_lesion_ml >= inside.lesion_ml() - 1e-6
+    assert inside.to_json()["all_lesions_ml"] == pytest.approx(inside.all_lesion_ml, abs=1e-4) and none.all_lesion_ml == 0.0
+    p = {name: SHIPPED_BURDEN_MODEL.probability(b) for name, b in (("none", none), ("outside", outside), ("inside", inside))}
+    assert p["none"] < p["outside"] < p["inside"], p
+    terms = burden_report_fields(outside)["macs_from_burden"]["terms"]
+    assert terms[ALL_LESIONS] > 0 and all(terms[r] == 0 for r in REGIONS)
 
 
 def test_rank_estimates_names_the_better_estimate():

@@ -113,6 +113,23 @@ def test_poorly_nulled_csf_brings_the_ventricles_close_to_white_matter_and_keeps
     assert all(u < 0.6 * n for u, n in zip(unsuppressed, nulled)), (nulled, unsuppressed)
 
 
+def test_the_training_config_sets_how_often_and_how_far_the_csf_is_unnulled():
+    # stage 5 of the v2 recipe: CSF up to a little above white matter (a badly chosen inversion time)
+    from shmn.synthesis.randomised.dataset import synthesis_config
+
+    config = load_config("shmn4:fast", {"synthesis_csf_unsuppressed": [1.0, 1.1, 1.15]})
+    synthesis = replace(synthesis_config(config), pathology=PathologyConfig(severity_weights=(1, 0, 0, 0)), artefacts=QUIET_SCANNER,
+                        findings=FindingsConfig(probability=0.0), intensity=replace(synthesis_config(config).intensity, flair_probability=1.0))
+    assert synthesis.intensity.csf_unsuppressed_fraction == (1.1, 1.15)
+    for seed in range(2):
+        sample = synthesise(seed, GRIDS["fast"], synthesis)
+        wm = np.median(sample.image[(sample.labels == L.WHITE_MATTER) & sample.brain])
+        ventricles = np.median(sample.image[(sample.labels == L.VENTRICLE) & sample.brain])
+        assert ventricles > wm, (seed, ventricles, wm)
+    default = synthesis_config(load_config("shmn4:fast")).intensity
+    assert (default.csf_unsuppressed_probability, default.csf_unsuppressed_fraction) == (0.3, (0.45, 0.95))  # stages 3-4
+
+
 def test_normal_findings_never_appear_in_a_label():
     config = SynthesisConfig(pathology=PathologyConfig(severity_weights=(1, 0, 0, 0)), findings=FindingsConfig(probability=1.0),
                              intensity=IntensityConfig(flair_probability=1.0), artefacts=QUIET_SCANNER)
@@ -181,6 +198,9 @@ def test_bad_synthesis_options_name_the_field():
         load_config("shmn4:tiny", {"synthesis": "sometimes"})
     with pytest.raises(ShmnError, match="synthesis_anatomies"):
         load_config("shmn4:tiny", {"synthesis_anatomies": ["colin27"]})
+    for bad in ([1.5, 0.45, 0.95], [0.3, 0.95, 0.45], [0.3, 0.45]):
+        with pytest.raises(ShmnError, match="synthesis_csf_unsuppressed"):
+            load_config("shmn4:tiny", {"synthesis_csf_unsuppressed": bad})
 
 
 def test_the_second_anatomy_is_fetched_at_set_up_only(tmp_path, monkeypatch):

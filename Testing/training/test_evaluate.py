@@ -101,6 +101,13 @@ def test_evaluate_cli_writes_metrics_json_and_table(small_cohort, known_model, c
     # Inference runs as `shmn predict` does: bf16 on CPUs that have it, hence a few 1e-3 of slack.
     assert summary["macs"]["ece"] == pytest.approx(abs(np.mean(labels) - P_SEVERE), abs=5e-3)
     assert all(c["macs_probability"] == pytest.approx(P_SEVERE, abs=5e-3) for c in results["cases"])
+    # no lesion anywhere: the burden estimate is its intercept alone, scored on zero mL in every motor region
+    from shmn.measures.burden_macs import SHIPPED_BURDEN_MODEL
+    from shmn.measures.motor_regions import REGIONS
+
+    assert all(c["motor_lesion_ml"] == {region: 0.0 for region in REGIONS} and c["template_lesion_ml"] == 0.0 for c in results["cases"])
+    no_burden = 1.0 / (1.0 + math.exp(-SHIPPED_BURDEN_MODEL.intercept))
+    assert all(c["macs_from_burden"] == pytest.approx(no_burden) for c in results["cases"])
     if any(s.ventricles for s in samples):
         assert summary["ventricle_dice"]["mean"] == 0.0
     assert "| PVL Dice | 0.000 ± 0.000 |" in out and "| MACS accuracy |" in out

@@ -15,7 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from shmn.measures.burden_macs import SHIPPED_BURDEN_MODEL, burden_report_fields
-from shmn.measures.motor_regions import CODES, MotorBurden, motor_burden, template_fractions
+from shmn.measures.motor_regions import CODES, REGIONS, MotorBurden, motor_burden, template_fractions
 from shmn.preprocessing.preprocess import PreprocessedCase, to_native
 
 
@@ -49,9 +49,15 @@ def case_motor_burden(probability: Optional[np.ndarray], prep: PreprocessedCase,
     return CaseMotorBurden(burden, fields, regions_on_native(prep, native))
 
 
-def burden_macs_probability(probability: Optional[np.ndarray], prep: PreprocessedCase, threshold: float) -> Optional[float]:
-    """The burden MACS estimate alone (no overview regions): what `shmn evaluate` records per case."""
+def burden_macs_fields(probability: Optional[np.ndarray], prep: PreprocessedCase, threshold: float) -> dict:
+    """What `shmn evaluate` records per case (no overview regions): the burden MACS estimate
+    (``macs_from_burden``), the lesion mL per motor region it was scored on (``motor_lesion_ml``, both sides)
+    and all lesion mL in template space (``template_lesion_ml``): any other burden score can be tried on a
+    cohort without predicting it again; None without a lesion output."""
     if probability is None:
-        return None
-    burden = motor_burden(template_lesion_mask(probability, prep, threshold), prep.reference)
-    return SHIPPED_BURDEN_MODEL.probability(burden)
+        return {"macs_from_burden": None, "motor_lesion_ml": None, "template_lesion_ml": None}
+    lesions = template_lesion_mask(probability, prep, threshold)
+    burden = motor_burden(lesions, prep.reference)
+    return {"macs_from_burden": SHIPPED_BURDEN_MODEL.probability(burden),
+            "motor_lesion_ml": {region: round(burden.lesion_ml(region), 4) for region in REGIONS},
+            "template_lesion_ml": round(float(lesions.sum()) * float(np.prod(prep.reference.GetSpacing())) / 1000.0, 4)}

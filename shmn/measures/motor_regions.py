@@ -170,6 +170,7 @@ class RegionBurden:
 class MotorBurden:
     rows: tuple[RegionBurden, ...]  # one per (region, side), in REGIONS x SIDES order
     spacing_mm: float  # of the grid it was measured on
+    all_lesion_ml: float  # every lesion voxel of the mask, in a motor region or not (template space)
 
     def lesion_ml(self, region: Optional[str] = None, side: Optional[str] = None) -> float:
         return float(sum(r.lesion_ml for r in self.rows if region in (None, r.region) and side in (None, r.side)))
@@ -191,6 +192,7 @@ class MotorBurden:
             "regions": [{"region": r.region, "name": REGION_NAMES[r.region], "side": r.side, **entry(r.lesion_ml, r.region_ml)}
                         for r in self.rows],
             "totals": totals,
+            "all_lesions_ml": round(self.all_lesion_ml, 4),  # in or outside the motor regions, both sides
             "space": f"MNI152, the model grid ({self.spacing_mm:g} mm)",
             "atlas": ATLAS_NOTE,
         }
@@ -210,4 +212,4 @@ def motor_burden(lesion: np.ndarray, reference: sitk.Image, region_map: Optional
                      float(fractions[by_code[CODES[(region, side)]]].sum()) * voxel_ml)
         for region in REGIONS for side in SIDES
     )
-    return MotorBurden(rows, float(min(reference.GetSpacing())))
+    return MotorBurden(rows, float(min(reference.GetSpacing())), float(inside.sum()) * voxel_ml)

@@ -7,7 +7,8 @@ manifest's masks, so the numbers describe what a user gets. Metrics
 (shmn.measures.metrics): PVL Dice, HD95 (mm), lesion-wise F1, absolute volume difference (%), volumes (mL);
 ventricle Dice; MACS accuracy, F1, AUC and ECE over the split. A metric is skipped for a case that
 lacks its label or a model that lacks the task. Each case also records ``macs_from_burden``, the burden
-MACS estimate on its predicted lesions (shmn.measures.burden_macs; ranked by ``rank_estimates``).
+MACS estimate on its predicted lesions (shmn.measures.burden_macs; ranked by ``rank_estimates``), with
+``motor_lesion_ml`` (lesion mL per motor region) and ``template_lesion_ml`` (all of it) it was scored from.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ def evaluate_sample(predictor, sample: Sample, device: str, cache=None, native_b
     """One case's metrics; ``cache`` (a CaseCache with the model card's preprocessing) supplies, and keeps,
     the preprocessed image, so that several models evaluated on one cohort preprocess it once."""
     from shmn.inference.calibration import calibrate_macs, calibration_from_card
-    from shmn.inference.motor import burden_macs_probability
+    from shmn.inference.motor import burden_macs_fields
     from shmn.inference.predict import MASK_THRESHOLD, PredictOptions, predict_native
 
     tick = time.perf_counter()
@@ -160,7 +161,7 @@ def evaluate_sample(predictor, sample: Sample, device: str, cache=None, native_b
         "macs_probability": calibrate_macs(prediction.result.macs_probability, prediction.result.macs_logit,
                                            calibration_from_card(predictor.card, predictor.info.file))[0],
         # The second, interpretable estimate: the burden score on the predicted lesions' motor-pathway burden.
-        "macs_from_burden": burden_macs_probability(prediction.result.pvl_probability, prediction.prep, MASK_THRESHOLD),
+        **burden_macs_fields(prediction.result.pvl_probability, prediction.prep, MASK_THRESHOLD),
         "macs_true": sample.macs,
         "registration_ok": bool(prediction.prep.quality.get("ok", True)),
         "seconds": round(time.perf_counter() - tick, 3),
