@@ -29,4 +29,6 @@ def motorBurdenRows(report: dict) -> list[tuple[str, str, str, str, str, str]]:
     for row in burden.get("regions") or []:
         rows.append((f"Motor burden: {row['name']}, {row['side']}", *_cells(row), "", "", ""))
     rows.append(("Motor burden: all regions", *_cells(burden["totals"]["both"]), "", "", ""))
+    if burden.get("all_lesions_ml") is not None:  # the burden score's all-lesions term (an older report has none)
+        rows.append(("Lesion volume, template space (all lesions)", f"{float(burden['all_lesions_ml']):.3f}", "mL", "", "", ""))
     return rows

@@ -53,6 +53,10 @@ def test_results_table_shows_regional_burden_and_both_estimates(scene, anatomy):
     assert float(rows["Motor burden: Corticospinal tract, posterior limb of internal capsule, right"][1]) == 0.0
     assert float(rows["Motor burden: Thalamic radiations, left"][1]) == 0.0
     assert float(rows["Motor burden: all regions"][1]) == pytest.approx(float(plic[1]), abs=2e-3)
+    # the burden score's all-lesions term: the whole ball, in the capsule or just outside it
+    every = rows["Lesion volume, template space (all lesions)"]
+    assert every[2] == "mL" and float(every[1]) == pytest.approx(report["motor_burden"]["all_lesions_ml"], abs=1e-3)
+    assert float(every[1]) >= float(rows["Motor burden: all regions"][1]) - 1e-3
     burden_p = float(rows["MACS probability (severe), from motor burden"][1])
     assert burden_p == pytest.approx(report["macs_from_burden"]["probability_severe"], abs=1e-4)
     assert rows["MACS group, from motor burden"][1] == report["macs_from_burden"]["group"]

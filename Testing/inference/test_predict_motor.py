@@ -61,11 +61,13 @@ def test_burden_is_the_model_grid_lesion_mask_measured_in_the_regions(case):
     for row in expected.rows:
         assert written[(row.region, row.side)] == pytest.approx(row.lesion_ml, abs=1e-3)
     assert case["report"]["macs_from_burden"]["probability_severe"] == pytest.approx(SHIPPED_BURDEN_MODEL.probability(expected), abs=1e-3)
+    assert case["report"]["motor_burden"]["all_lesions_ml"] == pytest.approx(float(mask.sum()) * 0.064, rel=1e-3)  # 4 mm voxels
 
 
 def test_case_report_lists_the_burden_table_and_the_primary_estimate(case):
     html = (case["dir"] / "report.html").read_text(encoding="utf-8")
     assert 'id="burden"' in html and "Corticospinal tract, posterior limb of internal capsule" in html
     assert 'id="macs-from-burden"' in html and 'id="macs-primary"' in html
+    assert "All lesions, in a motor region or not" in html  # the burden score's all-lesions term
     assert "Juelich" in html  # the regions are called approximations, and from which atlases
     assert (case["dir"] / "report.pdf").stat().st_size > 0 and (case["dir"] / "overview.png").stat().st_size > 0

@@ -74,6 +74,9 @@ def burden_table(report: dict) -> list[dict]:
     totals = burden["totals"]
     rows.append({"region": "All motor regions", "left": _cell(totals["left"]), "right": _cell(totals["right"]),
                  "total": _cell(totals["both"]), "unit": "mL (share of region)"})
+    if burden.get("all_lesions_ml") is not None:  # the burden score's all-lesions term (an older report has none)
+        rows.append({"region": "All lesions, in a motor region or not", "left": "", "right": "",
+                     "total": f"{burden['all_lesions_ml']:.3f}", "unit": "mL (template space)"})
     return rows
 
 
