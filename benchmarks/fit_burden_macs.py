@@ -1,7 +1,12 @@
 """Fit the burden MACS score (shmn.measures.burden_macs) on a phantom cohort's lesion masks.
 
     .venv/bin/python benchmarks/fit_burden_macs.py --work /tmp/burden-fit [--n 40] [--seed 0] [--masks truth|predicted]
-        [--model shmn4-fast-phantom]
+        [--model shmn4-fast-phantom] [--data MANIFEST]
+
+``--data MANIFEST``: a dataset of one's own instead of a phantom cohort (every case with a ``macs`` label, any
+split; `shmn dataset` makes one): the score refitted on a site's labelled children, on MODEL's lesions
+(``--masks predicted``) or on the manifest's ``pvl`` masks (``--masks truth``). Its noise-free column is then
+the observed one (a site has only the labels it has).
 
 1. `shmn phantom -o WORK/cohort --size paper --seed SEED --n-pvl 1 --n-macs N --n-ventricle-labels 0`:
    dataset 2 (MACS) only, N cases (seed 0: the training cohort's generator and seed).
@@ -21,6 +26,7 @@ writes WORK/burden-fit.json with every case's burden.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
@@ -37,7 +43,28 @@ def phantom(work: Path, n: int, seed: int) -> Path:
     return cohort
 
 
-def case_burden(image: Path, truth: Path, predictor, masks: str = "truth") -> dict:
+def phantom_records(cohort: Path) -> list[dict]:
+    """The cohort's MACS cases with their image, ground-truth lesion mask and groups (observed, noise-free)."""
+    records = [r for r in json.loads((cohort / "cohort.json").read_text())["cases"] if r["dataset"] == "macs"]
+    return [{**r, "image": cohort / "macs" / "images" / f"{r['id']}.nii.gz",
+             "truth": cohort / "macs" / "groundtruth" / "pvl" / f"{r['id']}.nii.gz"} for r in records]
+
+
+def manifest_records(path: Path) -> list[dict]:
+    """A dataset's cases that carry a MACS label (every split): the label is both the observed and the true group."""
+    from shmn.errors import ShmnError
+    from shmn.io.manifest import load_manifest
+
+    manifest = load_manifest(path)
+    records = [{"id": c.id, "image": manifest.resolve(c.image), "truth": manifest.resolve(c.pvl),
+                "macs_group": c.macs, "macs_group_true": c.macs} for c in manifest.cases if c.macs is not None]
+    if len({r["macs_group"] for r in records}) < 2:
+        raise ShmnError(f"{path}: the fit needs cases of both MACS groups (mild and severe); it has "
+                        f"{len(records)} labelled case(s) of {sorted({r['macs_group'] for r in records}) or 'neither'}")
+    return records
+
+
+def case_burden(image: Path, truth: Path | None, predictor, masks: str = "truth") -> dict:
     import SimpleITK as sitk
 
     from shmn.inference.engine import InferenceOptions, run_inference
@@ -53,6 +80,10 @@ def case_burden(image: Path, truth: Path, predictor, masks: str = "truth") -> di
         probability = run_inference(predictor.network, prep.image, InferenceOptions(device="cpu")).pvl_probability
         lesions = template_lesion_mask(probability, prep, predictor.thresholds(PredictOptions()).pvl_threshold)
     else:
+        if truth is None:
+            from shmn.errors import ShmnError
+
+            raise ShmnError(f"{image}: --masks truth needs the case's pvl mask; the manifest has none (use --masks predicted)")
         mask = sitk.Cast(sitk.ReadImage(str(truth)) > 0, sitk.sitkFloat32)
         on_grid = sitk.GetArrayFromImage(sitk.Resample(mask, prep.reference, prep.transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
         lesions = (on_grid >= MASK_THRESHOLD) & prep.brain
@@ -88,22 +119,23 @@ def main() -> None:
                         help="ground-truth lesion masks, or MODEL's own (default truth)")
     parser.add_argument("--model", default=None, help="whose preprocessing and grid, and with --masks predicted whose lesions "
                         "(default: the registry's default model)")
+    parser.add_argument("--data", type=Path, default=None, help="a dataset manifest of one's own (cases with a macs label) "
+                        "instead of the phantom cohort")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    cohort = phantom(args.work, args.n, args.seed)
-    records = [r for r in json.loads((cohort / "cohort.json").read_text())["cases"] if r["dataset"] == "macs"]
+    records = manifest_records(args.data) if args.data else phantom_records(phantom(args.work, args.n, args.seed))
     predictor = load_predictor(args.model)
     # Each case's burden is kept as it is measured, so a stopped run goes on and a refit costs no prediction.
-    measured_file = args.work / f"cases-{args.masks}-{predictor.info.name}-{predictor.info.version}.json"
+    source = f"manifest-{hashlib.sha256(str(args.data.resolve()).encode()).hexdigest()[:8]}" if args.data else f"seed{args.seed}"
+    measured_file = args.work / f"cases-{source}-{args.masks}-{predictor.info.name}-{predictor.info.version}.json"
     done = json.loads(measured_file.read_text()) if measured_file.exists() else {}
     rows = []
     for r in records:
         if r["id"] not in done:
-            measured = case_burden(cohort / "macs" / "images" / f"{r['id']}.nii.gz",
-                                   cohort / "macs" / "groundtruth" / "pvl" / f"{r['id']}.nii.gz", predictor, args.masks)
+            measured = case_burden(r["image"], r["truth"], predictor, args.masks)
             burden = measured["burden"]
             done[r["id"]] = {"id": r["id"], "macs_observed": r["macs_group"], "macs_true": r["macs_group_true"],
-                             "phantom_motor_burden_ml": r["motor_burden_ml"], "lesion_volume_ml": r["lesion_volume_ml"],
+                             "phantom_motor_burden_ml": r.get("motor_burden_ml"), "lesion_volume_ml": r.get("lesion_volume_ml"),
                              "registration_ok": measured["registration_ok"],
                              "lesion_ml": {f: round(feature_ml(burden, f), 4) for f in FEATURES}, "motor_burden": burden.to_json()}
             measured_file.write_text(json.dumps(done, indent=1))
@@ -116,7 +148,7 @@ def main() -> None:
     fitted = probabilities(model, features)
     loo = leave_one_out(features, observed)
     result = {
-        "n": len(rows), "grid": predictor.info.grid, "seed": args.seed, "masks": args.masks,
+        "n": len(rows), "grid": predictor.info.grid, "data": str(args.data) if args.data else f"phantom seed {args.seed}", "masks": args.masks,
         "model": f"{predictor.info.name} {predictor.info.version}", "features": list(FEATURES), "intercept": round(model.intercept, 3),
         "weights_per_ml": {r: round(w, 3) for r, w in model.weights_per_ml.items()},
         "in_sample": {"observed": macs_metrics(fitted, observed), "true": macs_metrics(fitted, true)},
@@ -132,4 +164,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from shmn.errors import ShmnError
+
+    try:
+        main()
+    except ShmnError as error:  # bad input: one line that names it, no traceback
+        sys.exit(f"fit_burden_macs: {error}")
