@@ -26,9 +26,9 @@ import numpy as np
 from shmn.measures.motor_regions import REGIONS, MotorBurden
 
 ESTIMATES = ("network", "burden")  # the two MACS estimates in report.json
-# Chosen on the OOD cohort (benchmarks/retrain_compare.py -> ood_compare.py, 24 OOD cases): with the shipped
-# model's lesions the burden score ranks the MACS groups at AUC 0.889, the network's MACS head at 0.170
-# (in distribution: 0.914 and 0.929). The network's head fails out of distribution; the burden holds.
+# Chosen on the OOD cohort (benchmarks/ood_compare.py, 24 OOD cases): with the shipped model's (v2.5) lesions the
+# burden score ranks the MACS groups at AUC 0.931 (0.943 on the second OOD cohort, seed 7), the network's MACS
+# head at 0.597 (0.671). The network's head fails out of distribution; the burden holds (README).
 MACS_PRIMARY = "burden"
 GROUP_THRESHOLD = 0.5  # as the network's: p > 0.5 -> severe (MACS III-V)
 ALL_LESIONS = "all_lesions"  # the feature of every lesion mL, in a motor region or not
