@@ -22,7 +22,7 @@ pytestmark = pytest.mark.xdist_group("slicer-training-start-from")
 
 TIMEOUT_S = 600
 START_MODEL = "annotator-start@1.0.0"
-SHIPPED_DEFAULT = "shmn4-fast-v2@2.5.0+calibrated"
+SHIPPED_DEFAULT = "shmn4-fast-v2@2.7.0+calibrated"
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +70,7 @@ def test_the_choices_are_the_registered_models_that_fit_the_preset_and_resolutio
 
     fast = choices(Preset.SHMN4, Resolution.FAST)
     assert list(fast)[:2] == [START_FROM_DEFAULT, START_FROM_NONE] and fast[START_FROM_NONE] == RANDOM_LABEL
-    assert fast[START_FROM_DEFAULT] == "Default model (shmn4-fast-v2 2.5.0+calibrated)"
+    assert fast[START_FROM_DEFAULT] == "Default model (shmn4-fast-v2 2.7.0+calibrated)"
     assert set(fast) == {START_FROM_DEFAULT, START_FROM_NONE, SHIPPED_DEFAULT, "shmn4-fast-randomised@1.0.0+calibrated", "shmn4-fast-phantom@1.0.0"}
     assert choices(Preset.SHMN4_STAR, Resolution.FAST) == fast  # SHMN-4* builds the same network
     assert choices(Preset.SHMN4, Resolution.TINY) == {
@@ -164,7 +164,7 @@ def test_the_panel_offers_fitting_models_and_its_run_says_what_it_started_from(w
     node = panel._parameterNode
     combo = ui.startFromComboBox
     assert node.startFrom == START_FROM_DEFAULT and combo.currentData == START_FROM_DEFAULT
-    assert combo.currentText == "Default model (shmn4-fast-v2 2.5.0+calibrated)"
+    assert combo.currentText == "Default model (shmn4-fast-v2 2.7.0+calibrated)"
     assert combo.findData(START_MODEL) < 0  # a tiny model does not fit the fast resolution
     ui.resolutionComboBox.currentIndex = list(Resolution).index(Resolution.TINY)
     assert combo.findData(START_MODEL) >= 0 and combo.currentData == START_FROM_DEFAULT
