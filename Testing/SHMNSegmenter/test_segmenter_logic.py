@@ -300,7 +300,8 @@ def test_table_values_match_the_report(runs, storage):
     burden = report["motor_burden"]
     assert rows["Primary MACS estimate"][1] and rows["MACS group, from motor burden"][1] == report["macs_from_burden"]["group"]
     assert float(rows["Motor burden: all regions"][1]) == pytest.approx(burden["totals"]["both"]["lesion_ml"], abs=1e-3)
-    assert len(facts["rows"]) == len(lesions) + 8 + 3 + len(burden["regions"]) + 1
+    assert float(rows["Lesion volume, template space (all lesions)"][1]) == pytest.approx(burden["all_lesions_ml"], abs=1e-3)
+    assert len(facts["rows"]) == len(lesions) + 8 + 3 + len(burden["regions"]) + 2
 
 
 @pytest.mark.parametrize("storage", ["positive"])

@@ -215,7 +215,8 @@ def test_later_model_sections_render_when_present(predicted_batch, tmp_path):
     # And a report without the uncertainty and calibration keys says they were not computed.
     plain = Tables(render_case_html(case_context(_without_later_keys(report), header, None, anonymise=False)))
     # Today's predict writes the motor-pathway burden (shmn.reporting.motor): its table, both sides, and the totals.
-    assert [row[0] for row in plain.tables["burden"][1:]] == [*REGION_NAMES.values(), "All motor regions"]
+    assert [row[0] for row in plain.tables["burden"][1:]] == [*REGION_NAMES.values(), "All motor regions",
+                                                            "All lesions, in a motor region or not"]
     # Brain volume comes from brain extraction (today's predict writes it); the later keys do not.
     plain_brain = dict(r for r in plain.tables["findings"] if len(r) == 2)["Brain"]
     brain_ml = (report.get("brain") or {}).get("volume_ml")
