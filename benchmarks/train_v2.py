@@ -48,6 +48,7 @@ sys.path.insert(0, str(HERE))
 
 STAGE2 = {"lr": 5e-4, "name": "shmn4-fast-v2", "version": "2.0.0", "synthesis_samples": 156, "macs_balance": True,
           "loss": {"ventricle_dice": True, "lambda_macs": 3.0}}
+STAGE3 = {"synthesis_csf_unsuppressed": [0.3, 0.45, 0.95]}
 STAGE5 = {"synthesis_csf_unsuppressed": [0.5, 0.45, 1.15], "seed": 5}  # seed: fresh samples, not stage 4's again
 
 
@@ -96,8 +97,10 @@ def main() -> None:
     stage("cohort", cohort / "cohort.json", times, work,
           lambda: run("-m", "shmn", "phantom", "-o", str(cohort), "--size", "paper", "--seed", "0", "-q"))
     data = [str(cohort / "pvl"), str(with_ground_truth(cohort / "macs", "manifest-with-pvl.json", ("pvl",), all_test=False))]
+    # Stages 1-2 were trained before the synthesis left any CSF unnulled: share 0 draws nothing for it, so their
+    # random stream is the one they were trained with; stage 3 turns it on (the IntensityConfig default since then).
     stage1 = {**TRAIN_CONFIG, "epochs": args.stage1_epochs, "name": "shmn4-fast-randomised", "synthesis": "mixed",
-              "synthesis_anatomies": ["mni152"], "num_workers": args.num_workers}
+              "synthesis_anatomies": ["mni152"], "num_workers": args.num_workers, "synthesis_csf_unsuppressed": [0.0, 0.45, 0.95]}
     stage1_model = work / "stage1.safetensors"
     stage("stage 1 (engine)", stage1_model, times, work, lambda: (
         train(stage1, work / "stage1.json", data, work / "stage1", cache),
@@ -110,7 +113,7 @@ def main() -> None:
     final_model, config = stage2_model, stage2
     # Stages 3 and 4 go on from the previous stage's best weights with its settings (stage 3's synthesis adds the
     # poorly nulled CSF); a stage of 0 epochs ends the chain there.
-    for number, epochs, version, what, more in ((3, args.stage3_epochs, "2.3.0", "poorly nulled CSF", {}),
+    for number, epochs, version, what, more in ((3, args.stage3_epochs, "2.3.0", "poorly nulled CSF", STAGE3),
                                                 (4, args.stage4_epochs, "2.5.0", "the same, further", {}),
                                                 (5, args.stage5_epochs, "2.7.0", "CSF near white matter more often", STAGE5)):
         if epochs <= 0:
