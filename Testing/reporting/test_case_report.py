@@ -310,3 +310,14 @@ def test_calibrated_report_shows_both_probabilities_and_the_review_flags(predict
     assert findings["p(severe), calibrated (Platt scaling)"] == "0.81 → severe"
     first = page.tables["lesions"][1]
     assert first[4:] == ["0.65", "review (0.88 bits)"]
+
+
+def test_disclaimer_ends_each_sentence_once():
+    from shmn.reporting.report import ModelInfo, disclaimer
+
+    info = ModelInfo(name="m", version="1", sha256="0" * 64, file="m.safetensors", registered=True, tasks=["pvl"], grid={},
+                     training_data="synthetic only: phantoms.", intended_use="Demonstration. Not for clinical use.", metrics=None)
+    text = disclaimer(info)
+    assert ".." not in text and text.endswith("Intended use: Demonstration. Not for clinical use.")
+    assert "synthetic only: phantoms. Intended use" in text
+    assert ".." not in disclaimer(ModelInfo(**{**info.__dict__, "intended_use": None, "training_data": None}))

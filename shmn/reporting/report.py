@@ -80,8 +80,9 @@ def macs_group(probability: float | None) -> str | None:
 
 
 def disclaimer(model: ModelInfo) -> str:
-    use = f" Intended use: {model.intended_use}." if model.intended_use else ""
-    return f"{DISCLAIMER} Model {model.name} {model.version}: {model.training_statement}.{use}"
+    # The registry's texts are sentences of their own: their full stop is not doubled.
+    use = f" Intended use: {model.intended_use.rstrip('.')}." if model.intended_use else ""
+    return f"{DISCLAIMER} Model {model.name} {model.version}: {model.training_statement.rstrip('.')}.{use}"
 
 
 def caption_disclaimer(model: ModelInfo) -> str:
