@@ -188,6 +188,7 @@ def test_shmn_train_on_the_fly(small_cohort, tmp_path):
     assert summary["final"]["train"]["pvl"] is not None and summary["final"]["val_loss"] is not None
     card = read_card(summary["best_model"])
     assert card["training_data"]["synthesis"]["mode"] == "on-the-fly" and card["training_data"]["synthetic"] is True
+    assert card["training_data"]["synthesis"]["csf_unsuppressed"] == {"share": 0.3, "low": 0.45, "high": 0.95}  # what trained it
     # only the validation cases were preprocessed: synthesised samples need no cache
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert summary["cache"]["registrations"] == len(run["val_ids"])

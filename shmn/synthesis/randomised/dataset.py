@@ -115,6 +115,7 @@ def describe_synthesis(config, data_card: dict) -> dict:
         "mode": config.synthesis,
         "samples_per_epoch": config.synthesis_samples or "as many as train cases (at least 8)",
         "anatomies": list(config.synthesis_anatomies),
+        "csf_unsuppressed": dict(zip(("share", "low", "high"), config.synthesis_csf_unsuppressed)),  # of FLAIR-ordered samples
         "generator": "shmn.synthesis.randomised (domain-randomised label-map synthesis)",
     }
     if config.synthesis == "on-the-fly":
