@@ -90,19 +90,13 @@ def case_burden(image: Path, truth: Path | None, predictor, masks: str = "truth"
     return {"burden": motor_burden(lesions, prep.reference), "registration_ok": bool(prep.quality.get("ok", True))}
 
 
-def probabilities(model, features: np.ndarray) -> np.ndarray:
-    from shmn.measures.burden_macs import FEATURES
-
-    return 1.0 / (1.0 + np.exp(-(model.intercept + features @ np.array([model.weights_per_ml[f] for f in FEATURES]))))
-
-
 def leave_one_out(features: np.ndarray, labels: np.ndarray) -> list[float]:
     from shmn.measures.burden_macs import fit_burden_model
 
     out = []
     for i in range(len(labels)):
         keep = np.arange(len(labels)) != i
-        out.append(float(probabilities(fit_burden_model(features[keep], labels[keep]), features[i:i + 1])[0]))
+        out.append(float(fit_burden_model(features[keep], labels[keep]).probabilities(features[i:i + 1])[0]))
     return out
 
 
@@ -145,7 +139,7 @@ def main() -> None:
     observed = np.array([row["macs_observed"] == "severe" for row in rows], dtype=float)
     true = np.array([row["macs_true"] == "severe" for row in rows], dtype=float)
     model = fit_burden_model(features, observed)
-    fitted = probabilities(model, features)
+    fitted = model.probabilities(features)
     loo = leave_one_out(features, observed)
     result = {
         "n": len(rows), "grid": predictor.info.grid, "data": str(args.data) if args.data else f"phantom seed {args.seed}", "masks": args.masks,

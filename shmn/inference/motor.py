@@ -56,8 +56,7 @@ def burden_macs_fields(probability: Optional[np.ndarray], prep: PreprocessedCase
     cohort without predicting it again; None without a lesion output."""
     if probability is None:
         return {"macs_from_burden": None, "motor_lesion_ml": None, "template_lesion_ml": None}
-    lesions = template_lesion_mask(probability, prep, threshold)
-    burden = motor_burden(lesions, prep.reference)
+    burden = motor_burden(template_lesion_mask(probability, prep, threshold), prep.reference)
     return {"macs_from_burden": SHIPPED_BURDEN_MODEL.probability(burden),
             "motor_lesion_ml": {region: round(burden.lesion_ml(region), 4) for region in REGIONS},
-            "template_lesion_ml": round(float(lesions.sum()) * float(np.prod(prep.reference.GetSpacing())) / 1000.0, 4)}
+            "template_lesion_ml": round(burden.all_lesion_ml, 4)}

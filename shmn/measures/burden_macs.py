@@ -57,10 +57,17 @@ class BurdenModel:
 
     def score(self, burden: MotorBurden) -> float:
         """The logit of p(severe)."""
-        return float(self.intercept + sum(self.weights_per_ml[f] * feature_ml(burden, f) for f in FEATURES))
+        return float(self.intercept + self.features(burden) @ self.weights())
 
     def probability(self, burden: MotorBurden) -> float:
         return 1.0 / (1.0 + math.exp(-self.score(burden)))
+
+    def weights(self) -> np.ndarray:
+        return np.array([self.weights_per_ml[feature] for feature in FEATURES])
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        """p(severe) of each row of (n, len(FEATURES)) lesion mL (a cohort's, as fit_burden_model takes them)."""
+        return 1.0 / (1.0 + np.exp(-(self.intercept + np.asarray(features, dtype=float) @ self.weights())))
 
 
 def feature_ml(burden: MotorBurden, feature: str) -> float:
