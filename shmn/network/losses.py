@@ -81,6 +81,14 @@ def _label(batch: dict, key: str, mask: torch.Tensor, reference: torch.Tensor) -
     return torch.as_tensor(batch[key]).to(device=reference.device, dtype=reference.dtype)[mask]
 
 
+def class_balance_epsilon(labels) -> float:
+    """Eq. 1's epsilon for class balance: severe/mild among the training labels (0/1 MACS groups; 1.0 when a
+    class is absent, i.e. plain BCE)."""
+    severe = sum(1 for v in labels if v >= 0.5)
+    mild = sum(1 for v in labels if v < 0.5)
+    return severe / mild if severe and mild else 1.0
+
+
 def macs_bce(logit: torch.Tensor, target: torch.Tensor, epsilon: float) -> torch.Tensor:
     """Eq. 1: mean of -[y log p + eps (1-y) log(1-p)], p = sigmoid(logit), computed stably in log space."""
     terms = target * F.logsigmoid(logit) + epsilon * (1.0 - target) * F.logsigmoid(-logit)

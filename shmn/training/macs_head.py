@@ -21,7 +21,7 @@ import torch
 from shmn.errors import ShmnError
 from shmn.io.atomic import atomic_path
 from shmn.measures.metrics import macs_metrics
-from shmn.network.losses import macs_bce
+from shmn.network.losses import class_balance_epsilon, macs_bce
 from shmn.network.model import SHMN, MacsClassifier
 
 X_AXIS = 4  # (B, C, z, y, x): the model grid is MNI-aligned, x (left-right) last
@@ -117,12 +117,6 @@ class SynthesisedSubjects:
         sample = synthesise(sample_seed(d.seed, d.epoch, index), d.grid, d.item_config(index))
         return {"image": torch.as_tensor(np.ascontiguousarray(sample.image, dtype=np.float32))[None],
                 "macs": float(sample.macs), "motor_ml": float(sample.record["motor_ml"])}
-
-
-def class_balance_epsilon(labels: np.ndarray) -> float:
-    """Eq. 1's epsilon: severe/mild among the training labels (1.0 when a class is absent)."""
-    severe, mild = int((labels >= 0.5).sum()), int((labels < 0.5).sum())
-    return severe / mild if severe and mild else 1.0
 
 
 def fit_macs_head(classifier: MacsClassifier, features: np.ndarray, labels: np.ndarray, config: MacsHeadConfig) -> dict:

@@ -40,7 +40,7 @@ from shmn.training.curves import plot_curves
 from shmn.training.data import ShmnDataset, Splits, collate, describe_training_data, load_manifests, training_splits
 from shmn.training.initial_weights import load_initial_weights, with_init_model_pooling
 from shmn.errors import ShmnError
-from shmn.network.losses import shmn_loss
+from shmn.network.losses import class_balance_epsilon, shmn_loss
 from shmn.io.manifest import Manifest
 from shmn.network.model import SHMN
 from shmn.network.model_file import save_model
@@ -149,9 +149,7 @@ def _model_card(config: TrainConfig, data: dict, record: dict, precision: str) -
 
 def macs_balance_epsilon(train: list) -> float:
     """Eq. 1's epsilon for class balance: severe/mild among the MACS-labelled training cases (1.0 if a class is absent)."""
-    labels = [s.macs for s in train if s.macs is not None]
-    severe, mild = sum(v >= 0.5 for v in labels), sum(v < 0.5 for v in labels)
-    return round(severe / mild, 4) if severe and mild else 1.0
+    return round(class_balance_epsilon([s.macs for s in train if s.macs is not None]), 4)
 
 
 def _loader(dataset, ctx, config: TrainConfig, training: bool) -> tuple[DataLoader, DistributedSampler | None]:
