@@ -76,9 +76,12 @@ def findEngine(moduleDir: Path = MODULE_DIR, python: Path | None = None) -> Engi
 
 def predictCommand(
     engine: Engine, inputPath: Path, outputDir: Path, model: str = "", device: str = "auto", register: bool = True,
-    probabilities: bool = False,
+    probabilities: bool = False, tta: bool = False, nativeBoundary: bool = True,
 ) -> list[str]:
-    """``shmn predict`` for one input; an empty ``model`` lets the engine take its default model."""
+    """``shmn predict`` for one input; an empty ``model`` lets the engine take its default model.
+
+    Options are added only when they differ from the engine's defaults, so the command shows what was chosen.
+    """
     command = [str(engine.python), "-m", "shmn", "predict", str(inputPath), "-o", str(outputDir), "--device", device]
     if model:
         command += ["--model", model]
@@ -86,6 +89,10 @@ def predictCommand(
         command.append("--no-register")
     if probabilities:
         command.append("--probabilities")  # probability maps too (SHMN Training's pseudo-label confidence)
+    if tta:
+        command.append("--tta")  # a mirrored second pass: per-lesion flip disagreement (one more network pass)
+    if not nativeBoundary:
+        command += ["--boundary", "model"]  # the model's 2 mm boundaries, not re-read from the input's intensities
     return command
 
 

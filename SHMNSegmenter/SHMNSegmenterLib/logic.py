@@ -87,7 +87,10 @@ class SHMNSegmenterLogic(ScriptedLoadableModuleLogic):
             inputFile = writeVolume(volume, runDir / "input" / f"{case}.nrrd")
             outputDir = runDir / "output"
             steps = [("fetch template", fetchAnatomyCommand(engine))] if anatomyMissing(engine) else []
-            command = predictCommand(engine, inputFile, outputDir, parameters.modelName, parameters.device.value, parameters.register)
+            command = predictCommand(
+                engine, inputFile, outputDir, parameters.modelName, parameters.device.value, parameters.register,
+                tta=parameters.flipTest, nativeBoundary=parameters.nativeBoundary,
+            )
             steps.append(("shmn predict", command))
 
             def importer() -> ImportedResults:

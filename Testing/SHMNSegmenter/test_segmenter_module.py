@@ -127,6 +127,8 @@ def test_ui_widgets_match_what_the_panel_uses():
         "modelComboBox": "QComboBox",
         "deviceComboBox": "QComboBox",
         "registerCheckBox": "QCheckBox",
+        "flipTestCheckBox": "QCheckBox",
+        "nativeBoundaryCheckBox": "QCheckBox",
         "applyButton": "QPushButton",
         "progressBar": "QProgressBar",
         "logTextEdit": "QPlainTextEdit",

@@ -73,6 +73,19 @@ def test_device_and_register_widgets_and_the_parameter_node_follow_each_other(wi
     assert node(widget).register is True
 
 
+def test_flip_test_and_boundary_widgets_and_the_parameter_node_follow_each_other(widget):
+    ui = widget.panel.ui
+    # Shown as the engine's defaults: no mirrored pass, boundaries refined on the input's grid.
+    assert (ui.flipTestCheckBox.checked, ui.nativeBoundaryCheckBox.checked) == (False, True)
+    assert (node(widget).flipTest, node(widget).nativeBoundary) == (False, True)
+    ui.flipTestCheckBox.click()
+    ui.nativeBoundaryCheckBox.click()
+    assert (node(widget).flipTest, node(widget).nativeBoundary) == (True, False)
+    node(widget).flipTest = False
+    node(widget).nativeBoundary = True  # as a loaded scene brings it
+    assert (ui.flipTestCheckBox.checked, ui.nativeBoundaryCheckBox.checked) == (False, True)
+
+
 def test_a_chosen_model_survives_entering_the_module_again(widget, tmp_path):
     """Issue 14, defect 2: enter() refilled the list and wrote "" (the default model) into the node."""
     combo = widget.panel.ui.modelComboBox
@@ -139,6 +152,8 @@ def test_apply_starts_the_engine_with_the_panel_choices_and_cancel_stops_it(widg
     ui.inputVolumeSelector.setCurrentNode(volume)
     chooseByData(ui.modelComboBox, CLINIC_MODEL)
     ui.deviceComboBox.currentIndex = list(Device).index(Device.CPU)
+    ui.flipTestCheckBox.click()
+    ui.nativeBoundaryCheckBox.click()
     assert node(widget).inputVolume is volume and ui.applyButton.enabled
 
     ui.applyButton.click()
@@ -146,6 +161,7 @@ def test_apply_starts_the_engine_with_the_panel_choices_and_cancel_stops_it(widg
     assert job is not None and ui.applyButton.text == "Cancel"
     command = next(line for line in job.lines if "shmn predict" in line)
     assert f"--model {CLINIC_MODEL}" in command and "--device cpu" in command
+    assert command.endswith("--tta --boundary model")  # the two ticks reach the engine
     ui.applyButton.click()  # Cancel
     assert widget.panel.job is None and ui.resultLabel.text == "Cancelled." and ui.applyButton.text == "Apply"
 
