@@ -24,6 +24,7 @@ from shmn.errors import ShmnError
 from shmn.network.model import SHMN, NetworkConfig
 from shmn.network.model_file import save_model
 from shmn.inference.batch import expand_inputs
+from shmn.inference.masks import with_enclosed
 from shmn.inference.predict import PredictOptions, load_predictor, predict_case, predict_native
 from shmn.io.registry import (
     default_registry_paths,
@@ -319,6 +320,11 @@ def test_probability_maps_are_what_the_masks_were_thresholded_from(anatomy, tiny
         expected = (p >= 0.5).astype(np.uint8)
         if task == "pvl":
             expected = without_small_components(expected, native.GetSpacing()[::-1], smallest)
+        else:  # what the ventricle mask encloses in a slice joins it (shmn.inference.masks.with_enclosed)
+            thresholded = sitk.GetImageFromArray(expected)
+            thresholded.CopyInformation(probability)
+            expected = sitk.GetArrayFromImage(with_enclosed(thresholded))
+            assert report["thresholds"]["ventricle_mask"].startswith("probability >= ventricle_probability")
         np.testing.assert_array_equal(mask, expected)
     # --min-lesion-ml 0 keeps every component: the mask is the thresholded probability itself
     assert main(["predict", str(path), "-o", str(tmp_path / "all"), "--model", str(tiny[0]), "--device", "cpu", "--quiet",

@@ -1,10 +1,12 @@
 """Model-grid probabilities onto the input's own grid, and from there into masks: the threshold and, for
-lesions, the smallest component the lesion grid can resolve (shmn.inference.predict.predict_native)."""
+lesions, the smallest component the lesion grid can resolve, for ventricles what they enclose
+(shmn.inference.predict.predict_native)."""
 
 from __future__ import annotations
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 from shmn.measures.lesions import without_small_components
 from shmn.preprocessing.preprocess import PreprocessedCase, to_native
@@ -37,3 +39,31 @@ def without_specks(mask: sitk.Image, min_ml: float) -> sitk.Image:
     kept = sitk.GetImageFromArray(without_small_components(sitk.GetArrayViewFromImage(mask), mask.GetSpacing()[::-1], min_ml))
     kept.CopyInformation(mask)
     return kept
+
+
+def with_enclosed(mask: sitk.Image) -> sitk.Image:
+    """``mask`` with every voxel it encloses within a plane section along any of the grid's three axes.
+
+    For the lateral ventricles: they are fluid-filled cavities, and what a ventricle encloses in a slice is
+    ventricle by the label's own definition (choroid plexus, poorly nulled CSF, flow artefacts;
+    shmn.synthesis.randomised.labels.VENTRICLE_CLASSES). Where such contents read like tissue the network left
+    rings with holes inside (both OOD cohorts' worst ventricle cases). Nothing is added outside the mask's
+    outline in some slice: a C-shaped ventricle around the thalamus does not close, so the thalamus stays out.
+    Measured with v2.7 (README "Outlines"): OOD ventricle Dice 0.856 -> 0.872 (seed 0) and 0.795 -> 0.811
+    (seed 7, not looked at while choosing the rule), in-distribution 0.9452 -> 0.9451."""
+    array = sitk.GetArrayFromImage(mask).astype(bool)
+    found = np.nonzero(array)
+    if not found[0].size:
+        return mask
+    box = tuple(slice(int(axis.min()), int(axis.max()) + 1) for axis in found)
+    inside = array[box]
+    filled = inside.copy()
+    for axis in range(3):
+        for index in range(inside.shape[axis]):
+            section = [slice(None)] * 3
+            section[axis] = index
+            filled[tuple(section)] |= ndimage.binary_fill_holes(inside[tuple(section)])
+    array[box] = filled
+    out = sitk.GetImageFromArray(array.astype(np.uint8))
+    out.CopyInformation(mask)
+    return out

@@ -28,7 +28,7 @@ from shmn.errors import ShmnError
 from shmn.inference.brain import brain_fields, template_on_native
 from shmn.inference.calibration import calibrate_macs, calibration_from_card
 from shmn.inference.engine import InferenceOptions, InferenceResult, run_inference
-from shmn.inference.masks import min_lesion_ml, native_probability, threshold_mask, without_specks
+from shmn.inference.masks import min_lesion_ml, native_probability, threshold_mask, with_enclosed, without_specks
 from shmn.inference.motor import case_motor_burden
 from shmn.inference.native_boundary import refine_native
 from shmn.measures.lesions import density_peaks, lesion_centres
@@ -243,7 +243,8 @@ def predict_native(native: sitk.Image, predictor: Predictor, options: PredictOpt
                                                 smallest)
     masks = {
         "pvl": without_specks(threshold_mask(probabilities["pvl"], options.pvl_threshold), smallest),
-        "ventricles": threshold_mask(probabilities["ventricles"], options.ventricle_threshold),
+        # What the ventricles enclose in a slice is ventricle (choroid plexus, poorly nulled CSF): masks.with_enclosed.
+        "ventricles": with_enclosed(threshold_mask(probabilities["ventricles"], options.ventricle_threshold)),
     }
     timings["postprocess"] = time.perf_counter() - tick - lesions.seconds
     if lesions.seconds:
@@ -304,6 +305,7 @@ def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predict
             "pvl_probability": options.pvl_threshold,
             "pvl_min_component_ml": round(prediction.min_lesion_ml, 6),
             "ventricle_probability": options.ventricle_threshold,
+            "ventricle_mask": "probability >= ventricle_probability, plus what it encloses in a slice along any axis",
             "localization_peak": options.localization_threshold,
             "lesion_review_uncertainty_bits": options.lesion_review_uncertainty,
             **({"lesion_review_tta_disagreement": options.lesion_review_disagreement} if options.tta else {}),
