@@ -25,6 +25,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from shmn.inference.masks import filled_sections
+
 
 @dataclass(frozen=True)
 class BoundaryConfig:
@@ -187,9 +189,7 @@ def refine_boundary(image: np.ndarray, probability: np.ndarray, spacing_zyx, thr
 def _in_plane_holes(mask: np.ndarray, spacing_zyx: np.ndarray) -> np.ndarray:
     """Voxels enclosed by ``mask`` within a slice of the acquisition's finest plane (across its thickest
     axis; axial when isotropic): where a rater drawing slice by slice would see a hole."""
-    axis = int(np.argmax(spacing_zyx))
-    filled = np.stack([ndimage.binary_fill_holes(plane) for plane in np.moveaxis(mask, axis, 0)])
-    return np.moveaxis(filled, 0, axis) & ~mask
+    return filled_sections(mask, int(np.argmax(spacing_zyx))) & ~mask
 
 
 def _one_piece_per_component(refined: np.ndarray, mask: np.ndarray, threshold: float, min_voxels: float = 0.0) -> np.ndarray:
