@@ -20,8 +20,12 @@ def settingsKey(module: str, name: str) -> str:
 
 
 def remember(module: str, name: str, value) -> None:
-    """Keep ``value`` (a string, or an enum by its value) as this user's last choice."""
-    qt.QSettings().setValue(settingsKey(module, name), value.value if isinstance(value, enum.Enum) else str(value))
+    """Keep ``value`` (a string, a bool, or an enum by its value) as this user's last choice."""
+    if isinstance(value, enum.Enum):
+        value = value.value
+    elif isinstance(value, bool):
+        value = "true" if value else "false"  # one spelling on every platform's QSettings backend
+    qt.QSettings().setValue(settingsKey(module, name), str(value))
 
 
 def remembered(module: str, name: str, default: str = "") -> str:
@@ -32,7 +36,8 @@ def remembered(module: str, name: str, default: str = "") -> str:
 def fillFromSettings(wrappedNode, module: str, names) -> list[str]:
     """Give a parameter node that has never been filled this user's last choices; the names filled.
 
-    Enum fields take the remembered value only if it is still one of the enum's values.
+    Enum fields take the remembered value only if it is still one of the enum's values; bool fields
+    only "true" or "false".
     """
     raw = wrappedNode.parameterNode
     if raw.GetAttribute(FILLED_ATTRIBUTE):
@@ -48,6 +53,10 @@ def fillFromSettings(wrappedNode, module: str, names) -> list[str]:
                 value = type(current)(text)
             except ValueError:
                 continue  # an option this version no longer has
+        elif isinstance(current, bool):
+            if text.lower() not in ("true", "false"):
+                continue  # not a choice this module wrote
+            value = text.lower() == "true"
         else:
             value = text
         setattr(wrappedNode, name, value)

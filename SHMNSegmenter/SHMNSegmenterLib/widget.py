@@ -25,7 +25,7 @@ from .parameters import DEFAULT_MODEL, parametersFromNode
 POLL_INTERVAL_MS = 200
 DEFAULT_MODEL_LABEL = "Default model"
 SETTINGS_MODULE = "SHMNSegmenter"
-REMEMBERED = ("modelName", "device")  # the user's last choices, for a scene that has none yet (QSettings)
+REMEMBERED = ("modelName", "device", "flipTest", "nativeBoundary")  # the user's last choices, for a scene that has none yet (QSettings)
 
 
 def openWithSystem(path) -> bool:
@@ -79,7 +79,8 @@ class SegmenterPanel(VTKObservationMixin):
         self.updateApplyButton()
 
     def onParameterNodeModified(self, caller=None, event=None) -> None:
-        remember(SETTINGS_MODULE, "device", self._parameterNode.device)
+        for name in ("device", "flipTest", "nativeBoundary"):
+            remember(SETTINGS_MODULE, name, getattr(self._parameterNode, name))
         self.updateApplyButton()
 
     def onSceneStartClose(self, caller=None, event=None) -> None:

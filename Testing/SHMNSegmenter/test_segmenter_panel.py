@@ -124,20 +124,38 @@ def test_widgets_let_go_of_a_parameter_node_they_were_disconnected_from(widget):
     assert node(widget).device is Device.CPU
 
 
-def test_last_model_and_device_are_remembered_for_a_new_scene(widget, slicer_app):
+def test_last_model_device_and_ticks_are_remembered_for_a_new_scene(widget, slicer_app):
     import qt
     from SHMNSegmenterLib.parameters import Device
 
-    chooseByData(widget.panel.ui.modelComboBox, CLINIC_MODEL)
-    widget.panel.ui.deviceComboBox.currentIndex = list(Device).index(Device.CPU)
+    ui = widget.panel.ui
+    chooseByData(ui.modelComboBox, CLINIC_MODEL)
+    ui.deviceComboBox.currentIndex = list(Device).index(Device.CPU)
+    ui.flipTestCheckBox.click()  # on (default off)
+    ui.nativeBoundaryCheckBox.click()  # off (default on)
     assert qt.QSettings().value("SHMN/SHMNSegmenter/modelName") == CLINIC_MODEL
     slicer_app.clear_scene()  # File > Close Scene: a new, empty parameter node
     assert (node(widget).modelName, node(widget).device) == (CLINIC_MODEL, Device.CPU)
-    assert widget.panel.ui.modelComboBox.currentData == CLINIC_MODEL
+    assert (node(widget).flipTest, node(widget).nativeBoundary) == (True, False)
+    assert (ui.flipTestCheckBox.checked, ui.nativeBoundaryCheckBox.checked) == (True, False)
+    assert ui.modelComboBox.currentData == CLINIC_MODEL
+
+    ui.nativeBoundaryCheckBox.click()  # back on: the next new scene starts with it on again
+    slicer_app.clear_scene()
+    assert node(widget).nativeBoundary is True
 
     node(widget).modelName = ""  # a scene's own choice wins over the remembered one
     widget.enter()
     assert node(widget).modelName == ""
+
+
+def test_a_remembered_tick_that_is_not_true_or_false_is_ignored(widget, slicer_app):
+    import qt
+
+    qt.QSettings().setValue("SHMN/SHMNSegmenter/flipTest", "maybe")  # e.g. written by hand or another tool
+    qt.QSettings().setValue("SHMN/SHMNSegmenter/nativeBoundary", "False")
+    slicer_app.clear_scene()
+    assert (node(widget).flipTest, node(widget).nativeBoundary) == (False, False)
 
 
 def test_apply_starts_the_engine_with_the_panel_choices_and_cancel_stops_it(widget, tmp_path):
