@@ -9,7 +9,7 @@ Each timed case runs in a fresh process (spawned), so its peak resident memory i
 Python, torch, the model, the volume and every intermediate. Also compares fp32 and bf16 inference
 on the CPU (time and how many mask voxels agree).
 
-    .venv/bin/python benchmarks/bench_predict.py [--model NAME|PATH] [--repeat N] [--device cpu|cuda|auto] [--boundary native|model] [--json FILE]
+    .venv/bin/python benchmarks/bench_predict.py [--model NAME|PATH] [--repeat N] [--device cpu|cuda|auto] [--boundary native|model] [--no-tta] [--json FILE]
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from shmn.inference.predict import PredictOptions, load_predictor, predict_case 
 from shmn.preprocessing.preprocess import preprocess  # noqa: E402
 from shmn.training.config import DEVICES  # noqa: E402
 
-STEPS = ("read", "brain_extraction", "register", "resample", "n4", "inference", "lesion_1mm", "postprocess", "write", "total")
+STEPS = ("read", "brain_extraction", "register", "resample", "n4", "inference", "tta", "lesion_1mm", "postprocess", "write", "total")
 
 
 def peak_rss_gb() -> float:
@@ -80,11 +80,12 @@ def load(model: str | None, folder: Path):
         return load_predictor(stand_in_model(folder)), f"{exc}; timing an untrained 'fast' network instead"
 
 
-def one_case(source: str, out: str, model: str, device: str, native_boundary: bool = True) -> tuple[dict, dict, float, float]:
+def one_case(source: str, out: str, model: str, device: str, native_boundary: bool = True,
+             tta: bool = True) -> tuple[dict, dict, float, float]:
     """In a fresh process: load the model, predict one case; (timings, inference info, baseline GB, peak GB)."""
     predictor = load_predictor(model)
     baseline = peak_rss_gb()
-    report = predict_case(source, out, predictor, PredictOptions(device=device, overwrite=True, native_boundary=native_boundary))
+    report = predict_case(source, out, predictor, PredictOptions(device=device, overwrite=True, native_boundary=native_boundary, tta=tta))
     return report["timings_s"], report["inference"], baseline, peak_rss_gb()
 
 
@@ -115,6 +116,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", metavar="|".join(DEVICES) + "|cuda:N")
     parser.add_argument("--no-precision-comparison", action="store_true")
     parser.add_argument("--boundary", choices=("native", "model"), default="native", help="as shmn predict --boundary (default native)")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
+                        help="as shmn predict --tta / --no-tta (default on: the mirrored pass averaged in)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
 
@@ -132,7 +135,7 @@ def main() -> None:
         for run in range(args.repeat):
             with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
                 timings, inference, baseline, peak = pool.submit(
-                    one_case, str(source), str(folder / "out"), predictor.info.file, args.device, args.boundary == "native"
+                    one_case, str(source), str(folder / "out"), predictor.info.file, args.device, args.boundary == "native", args.tta
                 ).result()
             runs.append(timings)
             peaks.append((baseline, peak))
@@ -145,6 +148,7 @@ def main() -> None:
             "device": inference["device"],
             "precision": inference["precision"],
             "inference_mode": inference["mode"],
+            "test_time_mirroring": inference.get("test_time_mirroring"),
             "cpu_bf16_available": cpu_has_bf16(),
             "torch_threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(),

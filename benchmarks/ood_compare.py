@@ -7,7 +7,7 @@ with a plain intensity-threshold baseline (issue 12).
    lesion and contrast model, clinical 2D grids with heads; every case is in the test split).
 2. In-distribution held-out: `shmn phantom -o WORK/id --size paper --seed 101 --n-pvl N/2 --n-macs N/2
    --n-ventricle-labels 0` (seed 101 never trained on), every case scored against its phantom ground truth.
-3. `shmn evaluate MODEL --data ... --cache WORK/cache --boundary native|model` on each (metrics JSON in WORK;
+3. `shmn evaluate MODEL --data ... --cache WORK/cache --boundary native|model --tta|--no-tta` on each (metrics JSON in WORK;
    every model with the same preprocessing, and the baseline, share the cached preprocessed images; --boundary:
    lesion and ventricle boundaries from each input's intensities, `shmn predict`'s default, or the model's 2 mm ones).
 4. The threshold baseline: the same preprocessing; lesions = z-score above T inside the brain (minus its
@@ -193,6 +193,8 @@ def main() -> None:
     parser.add_argument("--boundary", choices=("native", "model"), default="native",
                         help="shmn evaluate --boundary: lesion and ventricle boundaries from each input's intensities (native, "
                              "shmn predict's default) or the model's 2 mm ones")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
+                        help="shmn evaluate --tta / --no-tta: the left-right mirrored pass averaged in (shmn predict's default) or not")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     data = cohorts(args.work, args.n)
@@ -202,7 +204,7 @@ def main() -> None:
         out = args.work / (f"metrics-{name}.json" if tag == "shmn4-fast-phantom" else f"metrics-{tag}-{name}.json")
         if not out.exists():
             shmn("evaluate", args.model, "--data", *map(str, manifests), "--split", "test", "-o", str(out), "--device", "cpu", "-q",
-                 "--cache", str(args.work / "cache"), "--boundary", args.boundary)
+                 "--cache", str(args.work / "cache"), "--boundary", args.boundary, "--tta" if args.tta else "--no-tta")
         metrics = json.loads(out.read_text())
         table[f"{tag} | {name}"] = dict(row(metrics["summary"]), macs_burden_auc=rank_estimates(metrics["cases"])["burden"],
                                         **burden_scores(metrics["cases"]),

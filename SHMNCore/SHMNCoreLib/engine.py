@@ -76,7 +76,7 @@ def findEngine(moduleDir: Path = MODULE_DIR, python: Path | None = None) -> Engi
 
 def predictCommand(
     engine: Engine, inputPath: Path, outputDir: Path, model: str = "", device: str = "auto", register: bool = True,
-    probabilities: bool = False, tta: bool = False, nativeBoundary: bool = True,
+    probabilities: bool = False, tta: bool = True, nativeBoundary: bool = True,
 ) -> list[str]:
     """``shmn predict`` for one input; an empty ``model`` lets the engine take its default model.
 
@@ -89,8 +89,8 @@ def predictCommand(
         command.append("--no-register")
     if probabilities:
         command.append("--probabilities")  # probability maps too (SHMN Training's pseudo-label confidence)
-    if tta:
-        command.append("--tta")  # a mirrored second pass: per-lesion flip disagreement (one more network pass)
+    if not tta:
+        command.append("--no-tta")  # one network pass: no mirrored second pass averaged in, no per-lesion flip disagreement
     if not nativeBoundary:
         command += ["--boundary", "model"]  # the model's 2 mm boundaries, not re-read from the input's intensities
     return command

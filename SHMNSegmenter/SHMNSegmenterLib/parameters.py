@@ -36,7 +36,7 @@ class SegmenterParameters:
     modelName: str = DEFAULT_MODEL  # a registered name, name@version, or a .safetensors path
     device: Device = Device.AUTO
     register: bool = True  # False: the volume is already in MNI152 space
-    flipTest: bool = False  # True: a left-right mirrored second pass flags lesions it disagrees on (`--tta`)
+    flipTest: bool = True  # True (the engine's default): a left-right mirrored second pass, averaged in; lesions the passes disagree on are flagged (`--tta`)
     nativeBoundary: bool = True  # False: the model's 2 mm boundaries resampled as they are (`--boundary model`)
 
     def problems(self) -> list[str]:

@@ -534,7 +534,10 @@ def test_parameters_are_plain_typed_python():
 
     parameters = SegmenterParameters()
     assert (parameters.modelName, parameters.device, parameters.register) == (DEFAULT_MODEL, Device.AUTO, True)
-    assert (parameters.flipTest, parameters.nativeBoundary) == (False, True)  # the engine's own defaults
+    assert (parameters.flipTest, parameters.nativeBoundary) == (True, True)  # the engine's own defaults:
+    from shmn.inference.predict import PredictOptions
+
+    assert (parameters.flipTest, parameters.nativeBoundary) == (PredictOptions().tta, PredictOptions().native_boundary)
     assert [d.value for d in Device] == ["auto", "cpu", "cuda"]
     assert Device.GPU.label() == "GPU (CUDA)"
     node = type("Wrapped", (), {"inputVolume": None, "modelName": "m@1.0.0", "device": Device.CPU, "register": False,
@@ -551,16 +554,17 @@ def test_engine_is_found_in_the_repository_and_commanded_as_documented(tmp_path)
     assert command[1:4] == ["-m", "shmn", "predict"]
     assert command[4:] == [str(tmp_path / "in.nrrd"), "-o", str(tmp_path / "out"), "--device", "cuda", "--model", "m@1.0.0", "--no-register"]
     plain = predictCommand(engine, tmp_path / "in.nrrd", tmp_path / "out")
-    assert "--model" not in plain and "--tta" not in plain and "--boundary" not in plain  # defaults add nothing
-    asked = predictCommand(engine, tmp_path / "in.nrrd", tmp_path / "out", tta=True, nativeBoundary=False)
-    assert asked[len(plain):] == ["--tta", "--boundary", "model"]
-    assert predictCommand(engine, tmp_path / "in.nrrd", tmp_path / "out", tta=True)[len(plain):] == ["--tta"]
+    assert not {"--model", "--tta", "--no-tta", "--boundary"} & set(plain)  # defaults add nothing
+    asked = predictCommand(engine, tmp_path / "in.nrrd", tmp_path / "out", tta=False, nativeBoundary=False)
+    assert asked[len(plain):] == ["--no-tta", "--boundary", "model"]
+    assert predictCommand(engine, tmp_path / "in.nrrd", tmp_path / "out", tta=True) == plain  # the engine's default
+    assert predictCommand(engine, tmp_path / "in.nrrd", tmp_path / "out", tta=False)[len(plain):] == ["--no-tta"]
     env = engineEnvironment(engine, {"PYTHONPATH": "/elsewhere"})
     assert env["PYTHONPATH"].split(os.pathsep) == [str(engine.root), "/elsewhere"]
     # The command really is the engine's: its help names the documented options.
     help_text = subprocess.run(predictCommand(engine, Path("x"), Path("y"))[:4] + ["--help"], env=env,
                                capture_output=True, text=True, timeout=180).stdout
-    assert all(option in help_text for option in ("--model", "--device", "--no-register", "-o", "--tta", "--boundary"))
+    assert all(option in help_text for option in ("--model", "--device", "--no-register", "-o", "--no-tta", "--boundary"))
     assert "{native,model}" in help_text  # `--boundary model` is one of the engine's choices
 
 

@@ -75,15 +75,15 @@ def test_device_and_register_widgets_and_the_parameter_node_follow_each_other(wi
 
 def test_flip_test_and_boundary_widgets_and_the_parameter_node_follow_each_other(widget):
     ui = widget.panel.ui
-    # Shown as the engine's defaults: no mirrored pass, boundaries refined on the input's grid.
-    assert (ui.flipTestCheckBox.checked, ui.nativeBoundaryCheckBox.checked) == (False, True)
-    assert (node(widget).flipTest, node(widget).nativeBoundary) == (False, True)
+    # Shown as the engine's defaults: the mirrored pass averaged in, boundaries refined on the input's grid.
+    assert (ui.flipTestCheckBox.checked, ui.nativeBoundaryCheckBox.checked) == (True, True)
+    assert (node(widget).flipTest, node(widget).nativeBoundary) == (True, True)
     ui.flipTestCheckBox.click()
     ui.nativeBoundaryCheckBox.click()
-    assert (node(widget).flipTest, node(widget).nativeBoundary) == (True, False)
-    node(widget).flipTest = False
+    assert (node(widget).flipTest, node(widget).nativeBoundary) == (False, False)
+    node(widget).flipTest = True
     node(widget).nativeBoundary = True  # as a loaded scene brings it
-    assert (ui.flipTestCheckBox.checked, ui.nativeBoundaryCheckBox.checked) == (False, True)
+    assert (ui.flipTestCheckBox.checked, ui.nativeBoundaryCheckBox.checked) == (True, True)
 
 
 def test_a_chosen_model_survives_entering_the_module_again(widget, tmp_path):
@@ -131,13 +131,13 @@ def test_last_model_device_and_ticks_are_remembered_for_a_new_scene(widget, slic
     ui = widget.panel.ui
     chooseByData(ui.modelComboBox, CLINIC_MODEL)
     ui.deviceComboBox.currentIndex = list(Device).index(Device.CPU)
-    ui.flipTestCheckBox.click()  # on (default off)
+    ui.flipTestCheckBox.click()  # off (default on)
     ui.nativeBoundaryCheckBox.click()  # off (default on)
     assert qt.QSettings().value("SHMN/SHMNSegmenter/modelName") == CLINIC_MODEL
     slicer_app.clear_scene()  # File > Close Scene: a new, empty parameter node
     assert (node(widget).modelName, node(widget).device) == (CLINIC_MODEL, Device.CPU)
-    assert (node(widget).flipTest, node(widget).nativeBoundary) == (True, False)
-    assert (ui.flipTestCheckBox.checked, ui.nativeBoundaryCheckBox.checked) == (True, False)
+    assert (node(widget).flipTest, node(widget).nativeBoundary) == (False, False)
+    assert (ui.flipTestCheckBox.checked, ui.nativeBoundaryCheckBox.checked) == (False, False)
     assert ui.modelComboBox.currentData == CLINIC_MODEL
 
     ui.nativeBoundaryCheckBox.click()  # back on: the next new scene starts with it on again
@@ -155,7 +155,7 @@ def test_a_remembered_tick_that_is_not_true_or_false_is_ignored(widget, slicer_a
     qt.QSettings().setValue("SHMN/SHMNSegmenter/flipTest", "maybe")  # e.g. written by hand or another tool
     qt.QSettings().setValue("SHMN/SHMNSegmenter/nativeBoundary", "False")
     slicer_app.clear_scene()
-    assert (node(widget).flipTest, node(widget).nativeBoundary) == (False, False)
+    assert (node(widget).flipTest, node(widget).nativeBoundary) == (True, False)  # "maybe": the default stays
 
 
 def test_apply_starts_the_engine_with_the_panel_choices_and_cancel_stops_it(widget, tmp_path):
@@ -179,7 +179,7 @@ def test_apply_starts_the_engine_with_the_panel_choices_and_cancel_stops_it(widg
     assert job is not None and ui.applyButton.text == "Cancel"
     command = next(line for line in job.lines if "shmn predict" in line)
     assert f"--model {CLINIC_MODEL}" in command and "--device cpu" in command
-    assert command.endswith("--tta --boundary model")  # the two ticks reach the engine
+    assert command.endswith("--no-tta --boundary model")  # the two ticks reach the engine
     ui.applyButton.click()  # Cancel
     assert widget.panel.job is None and ui.resultLabel.text == "Cancelled." and ui.applyButton.text == "Apply"
 

@@ -162,3 +162,28 @@ def test_evaluate_with_a_cache_scores_what_it_scores_without_and_preprocesses_on
         assert second["metrics"] == pytest.approx(first["metrics"]) and third["metrics"] == pytest.approx(first["metrics"])
         assert second["macs_probability"] == pytest.approx(first["macs_probability"], abs=1e-6)
         assert second["registration_ok"] == first["registration_ok"]
+
+
+def test_evaluate_tta_scores_what_predict_tta_writes(small_cohort, tmp_path, capsys):
+    """`shmn evaluate --tta` and `shmn predict --tta` share one path: the mirrored pass averaged in changes
+    the mask of a random-weight model (not mirror-symmetric), and evaluate scores the mask predict writes."""
+    import SimpleITK as sitk
+
+    from engine_fixtures import make_tiny_model
+    from shmn.inference.predict import PredictOptions, load_predictor, predict_case
+    from shmn.training.evaluate import evaluate_sample
+
+    model = make_tiny_model(tmp_path)[0]
+    predictor = load_predictor(model)
+    sample = next(s for s in split_samples(load_manifests([small_cohort / "pvl"]), "test") if s.pvl is not None)
+    plain, mirrored = (evaluate_sample(predictor, sample, "cpu", tta=tta)["metrics"] for tta in (False, True))
+    assert mirrored["pvl_volume_ml"] != pytest.approx(plain["pvl_volume_ml"])
+    report = predict_case(sample.image, tmp_path / "out", predictor, PredictOptions(device="cpu", tta=True))
+    written = sitk.ReadImage(str(tmp_path / "out" / report["case"] / "pvl.nii.gz"))
+    assert mirrored["pvl_volume_ml"] == pytest.approx(sitk.GetArrayFromImage(written).sum() * np.prod(written.GetSpacing()) / 1000)
+    assert report["inference"]["test_time_mirroring"].startswith("--tta")
+    out = tmp_path / "metrics.json"
+    for flag, expected in (([], True), (["--no-tta"], False)):  # on by default, as in shmn predict
+        assert cli_main(["-q", "evaluate", str(model), "--data", str(small_cohort / "pvl"), "--device", "cpu", *flag, "-o", str(out)]) == 0
+        assert json.loads(out.read_text())["test_time_mirroring"] is expected
+        assert ("mirrored pass averaged in" in capsys.readouterr().out) is expected

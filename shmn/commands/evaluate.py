@@ -28,6 +28,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--cache", metavar="DIR", help="preprocessing cache folder (the format of `shmn train --cache`): "
                         "models with the same preprocessing evaluated on one cohort preprocess each case once")
     add_boundary_option(parser)
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
+                        help="test-time mirroring, as shmn predict (on by default): each case also run left-right mirrored "
+                             "and the two passes averaged (one more forward pass a case); --no-tta: one pass")
     add_device_option(parser)
     return parser
 
@@ -39,10 +42,11 @@ def run(args: argparse.Namespace) -> int:
     from shmn.training.evaluate import evaluate, markdown_table
 
     results = evaluate(args.model, args.data, split=args.split, device=args.device, progress=not args.quiet,
-                       cache_dir=args.cache, native_boundary=args.boundary == "native")
+                       cache_dir=args.cache, native_boundary=args.boundary == "native", tta=args.tta)
     output = args.output or (Path(args.model) / evaluation_file_name(args.split) if Path(args.model).is_dir() else None)
     print(f"{results['model']['name']} {results['model']['version']} on {len(results['cases'])} {args.split} cases "
-          f"(compared on the native grid; boundaries: {results['boundary']})\n")
+          f"(compared on the native grid; boundaries: {results['boundary']}"
+          f"{'; mirrored pass averaged in' if args.tta else '; one pass (--no-tta)'})\n")
     print(markdown_table(results["summary"]))
     if output:
         write_json(output, json.loads(json.dumps(results, allow_nan=True)))

@@ -135,7 +135,7 @@ def markdown_table(summary: dict) -> str:
     return "\n".join(rows)
 
 
-def evaluate_sample(predictor, sample: Sample, device: str, cache=None, native_boundary: bool = True) -> dict:
+def evaluate_sample(predictor, sample: Sample, device: str, cache=None, native_boundary: bool = True, tta: bool = True) -> dict:
     """One case's metrics; ``cache`` (a CaseCache with the model card's preprocessing) supplies, and keeps,
     the preprocessed image, so that several models evaluated on one cohort preprocess it once."""
     from shmn.inference.calibration import calibrate_macs, calibration_from_card
@@ -145,7 +145,7 @@ def evaluate_sample(predictor, sample: Sample, device: str, cache=None, native_b
     tick = time.perf_counter()
     native = read_volume(sample.image)
     prep = cache.preprocessed(sample) if cache is not None else None
-    prediction = predict_native(native, predictor, PredictOptions(device=device, native_boundary=native_boundary), prep=prep)
+    prediction = predict_native(native, predictor, PredictOptions(device=device, native_boundary=native_boundary, tta=tta), prep=prep)
     spacing_zyx = native.GetSpacing()[::-1]
     pvl, ventricles = _mask_array(prediction, "pvl"), _mask_array(prediction, "ventricles")
     scores = score_case(
@@ -176,6 +176,7 @@ def evaluate(
     progress: bool = True,
     cache_dir: str | Path | None = None,
     native_boundary: bool = True,
+    tta: bool = True,
 ) -> dict:
     """Metrics of ``model`` (run folder, model file or registry name) on the ``split`` cases.
 
@@ -197,7 +198,7 @@ def evaluate(
         from shmn.training.case_cache import CaseCache
 
         cache = CaseCache(cache_dir, predictor.preprocess, density_sigma_mm=DENSITY_SIGMA_UNUSED)
-    cases = [evaluate_sample(predictor, s, device, cache, native_boundary) for s in progress_bar(samples, desc=f"evaluating {split}", unit="case", enabled=progress)]
+    cases = [evaluate_sample(predictor, s, device, cache, native_boundary, tta) for s in progress_bar(samples, desc=f"evaluating {split}", unit="case", enabled=progress)]
     return {
         "model": {"name": predictor.info.name, "version": predictor.info.version, "sha256": predictor.info.sha256,
                   "file": predictor.info.file, "tasks": predictor.info.tasks},
@@ -206,6 +207,7 @@ def evaluate(
         "threshold": MASK_THRESHOLD,
         "pvl_min_component": "one voxel of the lesion grid, as shmn predict (PredictOptions.min_lesion_ml)",
         "boundary": "native (read from each input's intensities)" if native_boundary else "model (2 mm, resampled)",
+        "test_time_mirroring": tta,
         "manifests": [str(m.path) for m in manifests],
         "summary": summarise(cases),
         "cases": [_finite_or_none(c) for c in cases],
