@@ -24,7 +24,8 @@ from .casereport import reportPath
 from .motorburden import motorBurdenRows
 
 VENTRICLE_OPACITY_3D = 0.4  # see-through ventricles: the lesions around them stay visible in 3D
-TABLE_COLUMNS = ("Measurement", "Value", "Unit", "R (mm)", "A (mm)", "S (mm)", "Mean probability", "Uncertainty (bits)", "Review")
+TABLE_COLUMNS = ("Measurement", "Value", "Unit", "R (mm)", "A (mm)", "S (mm)", "Mean probability", "Uncertainty (bits)",
+                 "Mirror disagreement", "Review")
 REQUIRED_REPORT_KEYS = ("case", "macs", "pvl", "ventricles", "model", "disclaimer")
 
 
@@ -117,14 +118,18 @@ def _number(value, digits: int) -> str:
     return "n/a" if value is None else f"{float(value):.{digits}f}"
 
 
-def lesionReview(lesion: dict) -> tuple[str, str, str]:
-    """A lesion's mean probability, uncertainty and review flag as shown ("" where the engine gave none).
+def lesionReview(lesion: dict) -> tuple[str, str, str, str]:
+    """A lesion's mean probability, uncertainty, mirror disagreement (how far the plain and the mirrored pass
+    differ on it) and review flag as shown ("" where the engine gave none).
 
     "REVIEW: model unsure" marks the lesions the engine flagged (report.json ``review``): look twice."""
     review = lesion.get("review")
     flag = "" if review is None else ("REVIEW: model unsure" if review else "confident")
-    return (_number(lesion["mean_probability"], 2) if lesion.get("mean_probability") is not None else "",
-            _number(lesion["uncertainty"], 2) if lesion.get("uncertainty") is not None else "", flag)
+
+    def shown(key: str) -> str:
+        return _number(lesion[key], 2) if lesion.get(key) is not None else ""
+
+    return shown("mean_probability"), shown("uncertainty"), shown("tta_disagreement"), flag
 
 
 def tableRows(report: dict, caseReport: Path | None = None) -> list[tuple[str, ...]]:

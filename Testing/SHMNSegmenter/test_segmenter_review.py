@@ -33,12 +33,12 @@ def test_results_table_flags_the_lesions_to_review(scene, calibrated):
 
     table = importResultsTable(report_with_flags(calibrated), scene, "results")
     columns = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())]
-    assert columns == list(TABLE_COLUMNS) and columns[-3:] == ["Mean probability", "Uncertainty (bits)", "Review"]
+    assert columns == list(TABLE_COLUMNS) and columns[-4:] == ["Mean probability", "Uncertainty (bits)", "Mirror disagreement", "Review"]
     rows = {row[0]: row for row in table_cells(table)}
-    assert rows["PVL lesion 1"][6:] == ["0.86", "0.45", "confident"]
-    assert rows["PVL lesion 2"][6:] == ["0.69", "0.88", "REVIEW: model unsure"]
+    assert rows["PVL lesion 1"][6:] == ["0.86", "0.45", "", "confident"]  # a report without the mirrored pass's figure
+    assert rows["PVL lesion 2"][6:] == ["0.69", "0.88", "0.04", "REVIEW: model unsure"]
     assert rows["PVL lesion 2"][1] == "0.3012" and rows["PVL lesion 2"][3:6] == ["-12.5", "-30.0", "18.0"]
-    assert rows["PVL total"][6:] == ["", "", ""]  # other rows leave the lesion columns empty
+    assert rows["PVL total"][6:] == ["", "", "", ""]  # other rows leave the lesion columns empty
     probability = rows["MACS probability (severe)"]
     assert probability[1] == "0.2689"
     assert probability[2] == ("calibrated (temperature scaling)" if calibrated else "uncalibrated")
@@ -54,7 +54,7 @@ def test_an_older_report_without_the_fields_leaves_the_columns_empty(scene):
     for key in ("calibrated", "calibration"):
         report["macs"].pop(key)
     rows = {row[0]: row for row in table_cells(importResultsTable(report, scene, "old"))}
-    assert rows["PVL lesion 2"][6:] == ["", "", ""] and rows["MACS probability (severe)"][2] == ""
+    assert rows["PVL lesion 2"][6:] == ["", "", "", ""] and rows["MACS probability (severe)"][2] == ""
     assert "review" not in ResultSummary.fromReport(report).text()
 
 

@@ -88,7 +88,8 @@ def test_case_report_holds_report_json_numbers(predicted_batch):
             assert row[2] == ", ".join(f"{v:.1f}" for v in lesion["centre_ras_mm"])
             assert row[3] != "—", "the predictor registered the case, so each lesion has a region"
             assert row[4] == f"{lesion['mean_probability']:.2f}"
-            assert row[5] == f"{'review' if lesion['review'] else 'confident'} ({lesion['uncertainty']:.2f} bits)"
+            mirrored = f", mirror diff {lesion['tta_disagreement']:.2f}" if "tta_disagreement" in lesion else ""
+            assert row[5] == f"{'review' if lesion['review'] else 'confident'} ({lesion['uncertainty']:.2f} bits{mirrored})"
         findings = dict(row for row in page.tables["findings"] if len(row) == 2)
         assert findings["PVL lesions, total"] == f"{report['pvl']['volume_ml']:.2f} mL"
         assert findings["Number of lesions"] == str(report["pvl"]["lesion_count"])
@@ -303,13 +304,37 @@ def test_calibrated_report_shows_both_probabilities_and_the_review_flags(predict
     calibrated = copy.deepcopy(report)
     calibrated["macs"].update(probability_severe=0.8125, group="severe", calibrated=True,
                               calibration={"method": "Platt scaling", "uncalibrated_probability_severe": 0.4375})
-    calibrated["pvl"]["lesions"][0].update(mean_probability=0.6543, uncertainty=0.8765, review=True)
+    calibrated["pvl"]["lesions"][0].update(mean_probability=0.6543, uncertainty=0.8765, tta_disagreement=0.1234, review=True)
     page = Tables(render_case_html(case_context(calibrated, PatientHeader("pvl_000.nii.gz"), None, anonymise=False)))
     findings = dict(row for row in page.tables["findings"] if len(row) == 2)
     assert findings["p(severe), model output"] == "0.44"
     assert findings["p(severe), calibrated (Platt scaling)"] == "0.81 → severe"
     first = page.tables["lesions"][1]
-    assert first[4:] == ["0.65", "review (0.88 bits)"]
+    assert first[4:] == ["0.65", "review (0.88 bits, mirror diff 0.12)"]
+
+
+def test_the_model_table_says_how_the_result_was_made(predicted_batch):
+    """Device, test-time mirroring, outlines and lesion grid from report.json's inference block, as predict ran
+    (its defaults: mirrored pass averaged in, outlines refined on the input's grid), with --no-tta and
+    --boundary model, and from a report of a version that wrote none of it."""
+    _, report = _case(predicted_batch, "pvl_000")
+
+    def model_table(changed: dict) -> dict:
+        page = Tables(render_case_html(case_context(changed, PatientHeader("pvl_000.nii.gz"), None, anonymise=False)))
+        return dict(page.tables["model"])
+
+    made = model_table(report)
+    assert made["Run on"].startswith(report["inference"]["device"])
+    assert made["Test-time mirroring"] == "on: the image and its left-right mirror, averaged"
+    assert made["Outlines"].startswith("refined on the input's own grid") and made["Lesion grid"] == report["inference"]["lesion_grid"]
+    one_pass = copy.deepcopy(report)
+    one_pass["inference"].update(test_time_mirroring="off (one pass)", boundary={"method": "the model's, resampled (--boundary model)"})
+    made = model_table(one_pass)
+    assert made["Test-time mirroring"] == "off: one pass (--no-tta)"
+    assert made["Outlines"] == "the model's 2 mm outlines, resampled (--boundary model)"
+    earlier = copy.deepcopy(report)
+    del earlier["inference"]
+    assert not {"Run on", "Test-time mirroring", "Outlines", "Lesion grid"} & set(model_table(earlier))
 
 
 def test_disclaimer_ends_each_sentence_once():

@@ -118,13 +118,40 @@ def model_output_probability(macs: dict):
 
 
 def _review_label(lesion: dict) -> str:
-    """'review' (the model is unsure: look twice) or 'confident', with the lesion's entropy when known.
-    shmn predict writes ``review`` and ``uncertainty`` (shmn.measures.lesion_uncertainty); ``uncertain`` is read too."""
+    """'review' (the model is unsure: look twice) or 'confident', with the lesion's entropy and, when the mirrored
+    pass ran, how far the two passes differ on it (either can flag it).
+    shmn predict writes ``review``, ``uncertainty`` and ``tta_disagreement`` (shmn.measures.lesion_uncertainty);
+    ``uncertain`` is read too."""
     flagged = lesion.get("review", lesion.get("uncertain"))
     if flagged is None:
         return MISSING
     label = ("review" if "review" in lesion else "uncertain") if flagged else "confident"
-    return label if lesion.get("uncertainty") is None else f"{label} ({float(lesion['uncertainty']):.2f} bits)"
+    figures = [f"{float(lesion['uncertainty']):.2f} bits"] if lesion.get("uncertainty") is not None else []
+    if lesion.get("tta_disagreement") is not None:
+        figures.append(f"mirror diff {float(lesion['tta_disagreement']):.2f}")
+    return f"{label} ({', '.join(figures)})" if figures else label
+
+
+def method_rows(report: dict) -> list[tuple[str, str]]:
+    """How this result was made (report.json's ``inference``), for a reader who weighs or repeats it; rows a
+    report from an earlier version lacks are left out."""
+    inference = report.get("inference") or {}
+    rows = []
+    if inference.get("device"):
+        rows.append(("Run on", f"{inference['device']} ({inference.get('precision', MISSING)})"))
+    mirroring = inference.get("test_time_mirroring")
+    if mirroring is not None:
+        rows.append(("Test-time mirroring", "on: the image and its left-right mirror, averaged" if mirroring.startswith("--tta")
+                     else "off: one pass (--no-tta)"))
+    boundary = inference.get("boundary")
+    if boundary:
+        refined = [task for task in ("pvl", "ventricles") if (boundary.get(task) or {}).get("applied")]
+        rows.append(("Outlines", "the model's 2 mm outlines, resampled (--boundary model)" if "method" in boundary else
+                     "refined on the input's own grid" + (f" ({', '.join('lesions' if t == 'pvl' else t for t in refined)})"
+                                                          if refined else " (too little contrast: the model's kept)")))
+    if inference.get("lesion_grid"):
+        rows.append(("Lesion grid", str(inference["lesion_grid"])))
+    return rows
 
 
 def lesion_rows(report: dict, regions: list[Optional[str]]) -> list[dict]:
@@ -201,6 +228,7 @@ def case_context(report: dict, header: PatientHeader, planes_png: Optional[bytes
             ("Version", str(model.get("version"))),
             ("sha256", str(model.get("sha256"))),
             ("Registered", "yes" if model.get("registered") else "no (a file given by path)"),
+            *method_rows(report),
         ],
     }
 

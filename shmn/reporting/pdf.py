@@ -144,7 +144,7 @@ def write_case_pdf(path: str | os.PathLike, context: dict, planes_png: Optional[
                         color="#1b6e20" if context["registration_ok"] else "#b00020")
         if context["registration"]:
             pages.table(None, context["registration"], (0.6, 0.4))
-        pages.heading("Model")
+        pages.heading("Model and how it was run")
         pages.table(None, context["model"], (0.2, 0.8))
         pages.paragraph(context["disclaimer"], size=8, color="#555555")
         pages.banner(context["use_line"], colour)
