@@ -234,3 +234,40 @@ def test_macs_balance_alternates_severity_and_keeps_labels_following_burden():
     severe_burden = np.mean([r["motor_ml"] for r in records[0::2]])
     mild_burden = np.mean([r["motor_ml"] for r in records[1::2]])
     assert severe_burden > mild_burden
+
+
+def test_narrowed_ventricles_are_slit_like_and_the_freed_wall_is_white_matter():
+    """Slit-like ventricles (synthesis_ventricle_narrowing): the source anatomy's ventricles are otherwise the smallest
+    ever drawn. Narrowing keeps a core inside the original ventricles, gives the rest to the white matter, and the
+    target follows the labels."""
+    from shmn.synthesis.randomised.dataset import synthesis_config
+    from shmn.synthesis.randomised.pathology import add_pathology, narrow_ventricles
+
+    grid = GRIDS["fast"]
+    source = source_anatomy("mni152", grid.spacing_mm, grid.size)
+    labels = source.labels.copy()
+    before = labels == L.VENTRICLE
+    distance = narrow_ventricles(labels, source, 0.6, np.random.default_rng(0))
+    after = labels == L.VENTRICLE
+    assert distance is not None and after.sum() < 0.8 * before.sum() and not np.any(after & ~before)
+    assert np.all(labels[before & ~after] == L.WHITE_MATTER)
+    assert np.all(distance[after] == 0) and np.all(distance[before & ~after] > 0)
+    # A ventricle that is all wall (a sheet two voxels thick) would all but vanish: refused, labels untouched.
+    sheet = np.full(source.labels.shape, L.WHITE_MATTER, np.uint8)
+    sheet[30:32, 20:70, 20:60] = L.VENTRICLE
+    untouched = sheet.copy()
+    assert narrow_ventricles(untouched, source, 0.9, np.random.default_rng(0)) is None and np.array_equal(untouched, sheet)
+    # Through the config: every lesion-free subject narrowed, smaller than the same draw without it.
+    config = synthesis_config(load_config("shmn4:fast", {"synthesis_ventricle_narrowing": [1.0, 0.5, 0.7]}))
+    only_normal = replace(config.pathology, severity_weights=(1, 0, 0, 0))
+    narrowed_labels, plain_labels = source.labels.copy(), source.labels.copy()
+    drawn = add_pathology(narrowed_labels, source, np.random.default_rng(3), only_normal)
+    add_pathology(plain_labels, source, np.random.default_rng(3), replace(only_normal, ventricle_narrowing_probability=0.0))
+    assert drawn["ventricles_narrowed"] and drawn["ventricle_growth_mm"] == 0.0
+    assert (narrowed_labels == L.VENTRICLE).sum() < (plain_labels == L.VENTRICLE).sum()
+    sample = synthesise(5, grid, replace(config, pathology=only_normal))
+    assert sample.record["ventricles_narrowed"] and np.array_equal(sample.ventricles, L.ventricle_target(sample.labels))
+    assert synthesis_config(load_config("shmn4:fast")).pathology.ventricle_narrowing_probability == 0.0  # off by default
+    for bad in ([1.5, 0.3, 0.8], [0.3, 0.8, 0.3], [0.3, 0.0, 0.5], [0.3, 0.5, 1.5]):
+        with pytest.raises(ShmnError, match="synthesis_ventricle_narrowing"):
+            load_config("shmn4:tiny", {"synthesis_ventricle_narrowing": bad})

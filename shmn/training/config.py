@@ -105,6 +105,10 @@ class TrainConfig:
     # Poorly nulled CSF in synthesised FLAIR-ordered images: (share of them, lowest and highest CSF mean as a
     # fraction of white matter's); shmn.synthesis.randomised.intensities.IntensityConfig.
     synthesis_csf_unsuppressed: tuple[float, float, float] = (0.3, 0.45, 0.95)
+    # Slit-like lateral ventricles in synthesised subjects without or with mild PVL: (share of them, lowest and
+    # highest share of the ventricle wall moved one voxel inward); shmn.synthesis.randomised.pathology.
+    # PathologyConfig. Share 0: never.
+    synthesis_ventricle_narrowing: tuple[float, float, float] = (0.0, 0.3, 0.8)
     # A model (registry name, name@version or .safetensors) whose weights start the run instead of a
     # random initialisation: fine-tuning on one's own cohort, or a second stage with other losses.
     # Its network must match this config's. "" = random initialisation from `seed`.
@@ -186,6 +190,10 @@ def validate(cfg: TrainConfig) -> None:
     share, low, high = cfg.synthesis_csf_unsuppressed
     if not (0 <= share <= 1 and 0 <= low < high):
         raise bad("synthesis_csf_unsuppressed", f"{list(cfg.synthesis_csf_unsuppressed)!r}: expected [share 0-1, low, high] with 0 <= low < high")
+    share, low, high = cfg.synthesis_ventricle_narrowing
+    if not (0 <= share <= 1 and 0 < low < high <= 1):
+        raise bad("synthesis_ventricle_narrowing",
+                  f"{list(cfg.synthesis_ventricle_narrowing)!r}: expected [share 0-1, low, high] with 0 < low < high <= 1")
 
 
 def preset_config(preset: str = "shmn4", resolution: str = "fast") -> TrainConfig:

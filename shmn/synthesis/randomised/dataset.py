@@ -17,6 +17,7 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from shmn.preprocessing.preprocess import GridSpec
 from shmn.synthesis.randomised.intensities import IntensityConfig
+from shmn.synthesis.randomised.pathology import PathologyConfig
 from shmn.synthesis.randomised.sampler import SynthesisConfig, synthesise
 
 
@@ -89,8 +90,11 @@ class EpochConcat(ConcatDataset):
 def synthesis_config(config) -> SynthesisConfig:
     """The synthesis settings of a TrainConfig (shmn.training.config)."""
     share, low, high = config.synthesis_csf_unsuppressed
+    narrowed, narrow_low, narrow_high = config.synthesis_ventricle_narrowing
     return SynthesisConfig(anatomies=tuple(config.synthesis_anatomies), density_sigma_mm=config.density_sigma_mm,
-                           intensity=IntensityConfig(csf_unsuppressed_probability=share, csf_unsuppressed_fraction=(low, high)))
+                           intensity=IntensityConfig(csf_unsuppressed_probability=share, csf_unsuppressed_fraction=(low, high)),
+                           pathology=PathologyConfig(ventricle_narrowing_probability=narrowed,
+                                                     ventricle_narrowing_wall=(narrow_low, narrow_high)))
 
 
 def synthesis_training_set(config, real: Dataset) -> Dataset:
@@ -116,6 +120,8 @@ def describe_synthesis(config, data_card: dict) -> dict:
         "samples_per_epoch": config.synthesis_samples or "as many as train cases (at least 8)",
         "anatomies": list(config.synthesis_anatomies),
         "csf_unsuppressed": dict(zip(("share", "low", "high"), config.synthesis_csf_unsuppressed)),  # of FLAIR-ordered samples
+        # of subjects without or with mild PVL: slit-like ventricles, low-high of the wall moved one voxel inward
+        "ventricle_narrowing": dict(zip(("share", "low", "high"), config.synthesis_ventricle_narrowing)),
         "generator": "shmn.synthesis.randomised (domain-randomised label-map synthesis)",
     }
     if config.synthesis == "on-the-fly":

@@ -32,6 +32,12 @@ class PathologyConfig:
     severity_weights: tuple[float, float, float, float] = (0.1, 0.35, 0.3, 0.25)  # none, mild, moderate, severe
     ventricle_growth_mm: tuple[float, float] = (0.0, 6.0)  # extra wall thickness, scaled by severity
     cyst_probability: float = 0.35  # chance a moderate or severe case has cysts
+    # Slit-like ventricles: the share of subjects without or with mild PVL whose lateral ventricles are narrowed
+    # instead of grown, and the range of the share of their wall (the outermost voxel layer) moved inward. The
+    # source anatomies' adult ventricles are otherwise the smallest the network ever sees. 0: never, and no random
+    # number is drawn for it (the random stream of earlier configurations stays the same).
+    ventricle_narrowing_probability: float = 0.0
+    ventricle_narrowing_wall: tuple[float, float] = (0.3, 0.8)
 
 
 def posterior_weight(anatomy: SourceAnatomy) -> np.ndarray:
@@ -48,6 +54,24 @@ def enlarge_ventricles(labels: np.ndarray, anatomy: SourceAnatomy, growth_mm: fl
     grown = (anatomy.dist_ventricles_mm < reach) & np.isin(labels, (L.WHITE_MATTER, L.DEEP_GREY))
     labels[grown] = L.VENTRICLE
     return np.maximum(anatomy.dist_ventricles_mm - reach, 0.0).astype(np.float32)
+
+
+def narrow_ventricles(labels: np.ndarray, anatomy: SourceAnatomy, wall_share: float, rng: np.random.Generator) -> np.ndarray | None:
+    """Move about ``wall_share`` of the lateral ventricles' wall inward by one voxel, in smooth patches, giving the
+    freed voxels to the white matter: the slit-like ventricles of many children. On the model grid the adult
+    ventricles are only a few voxels thick (at 2 mm two thirds of their voxels touch the wall), so one voxel is
+    the step. Returns the new distance-to-ventricle map, or None (labels unchanged) when less than a quarter of
+    the ventricles would be left."""
+    ventricles = labels == L.VENTRICLE
+    spacing = anatomy.spacing_mm
+    wall = ventricles & ~ndimage.binary_erosion(ventricles)  # the voxels with a face on the outside
+    noise = smooth_noise(labels.shape, rng, 8)
+    moved = wall & (noise < np.quantile(noise[wall], wall_share)) if wall.any() else wall
+    kept = ventricles & ~moved
+    if kept.sum() < 0.25 * ventricles.sum():
+        return None
+    labels[moved] = L.WHITE_MATTER
+    return ndimage.distance_transform_edt(~kept, sampling=spacing).astype(np.float32)
 
 
 def _pick(weights: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -130,7 +154,13 @@ def add_pathology(labels: np.ndarray, anatomy: SourceAnatomy, rng: np.random.Gen
     level = SEVERITIES.index(severity)
     lo, hi = config.ventricle_growth_mm
     growth = rng.uniform(lo, hi) * level / 3.0 + rng.uniform(0.0, 1.0)  # normal children vary too
-    dist_v = enlarge_ventricles(labels, anatomy, growth, rng)
+    narrowed = None
+    if level <= 1 and config.ventricle_narrowing_probability > 0 and rng.random() < config.ventricle_narrowing_probability:
+        narrowed = narrow_ventricles(labels, anatomy, rng.uniform(*config.ventricle_narrowing_wall), rng)
+    if narrowed is not None:  # a negative growth: the wall moved inward
+        dist_v, growth = narrowed, 0.0
+    else:
+        dist_v = enlarge_ventricles(labels, anatomy, growth, rng)
     motor_pull = (0.0, 0.2, 0.6, 1.5)[level]
     shapes: list[str] = []
     if level >= 1:
@@ -145,4 +175,5 @@ def add_pathology(labels: np.ndarray, anatomy: SourceAnatomy, rng: np.random.Gen
     if level >= 2 and rng.random() < config.cyst_probability:
         cysts(labels, anatomy, dist_v, rng, int(rng.integers(1, 5)))
         shapes.append("cystic")
-    return {"severity": severity, "ventricle_growth_mm": round(float(growth), 2), "shapes": shapes, "dist_ventricles_mm": dist_v}
+    return {"severity": severity, "ventricle_growth_mm": round(float(growth), 2), "ventricles_narrowed": narrowed is not None,
+            "shapes": shapes, "dist_ventricles_mm": dist_v}
