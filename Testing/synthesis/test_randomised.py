@@ -271,3 +271,18 @@ def test_narrowed_ventricles_are_slit_like_and_the_freed_wall_is_white_matter():
     for bad in ([1.5, 0.3, 0.8], [0.3, 0.8, 0.3], [0.3, 0.0, 0.5], [0.3, 0.5, 1.5]):
         with pytest.raises(ShmnError, match="synthesis_ventricle_narrowing"):
             load_config("shmn4:tiny", {"synthesis_ventricle_narrowing": bad})
+
+
+def test_flair_means_hold_when_unnulled_csf_is_brighter_than_grey_matter():
+    """Stage 7's run died in a loader worker: with CSF at up to 1.15 of white matter (v2.7's setting) CSF can read
+    brighter than grey matter, and the choroid plexus range (CSF to grey matter) turned round. Every draw now
+    holds, and the plexus lies between the two."""
+    from shmn.synthesis.randomised.intensities import flair_means
+
+    crossed = 0
+    for seed in range(2000):
+        means = flair_means(np.random.default_rng(seed), (1.1, 1.15))  # the top of v2.7's range
+        csf, gm = means[L.VENTRICLE], means[L.CORTEX]
+        crossed += csf > gm
+        assert min(csf, gm) + 0.1 <= means[L.CHOROID_PLEXUS] <= max(csf, gm) + 0.1
+    assert crossed > 0  # the case that failed is among the draws

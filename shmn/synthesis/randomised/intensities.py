@@ -53,7 +53,9 @@ def flair_means(rng: np.random.Generator, csf_unsuppressed: tuple[float, float] 
     m[L.CYST_RIM] = lesion + rng.uniform(-0.05, 0.15)
     m[L.CAPS_RIM] = wm + rng.uniform(0.05, 0.3)  # may reach lesion brightness: the network must use shape and place
     m[L.TERMINAL_ZONE] = wm + rng.uniform(0.03, 0.2)
-    m[L.CHOROID_PLEXUS] = rng.uniform(csf + 0.1, gm + 0.1)
+    # Between the CSF and the grey matter; unnulled CSF can read brighter than grey matter, and then the range turns
+    # round (ordering it changes no draw where CSF is the darker, so earlier runs draw what they drew).
+    m[L.CHOROID_PLEXUS] = rng.uniform(*sorted((csf + 0.1, gm + 0.1)))
     m[L.PERIVASCULAR] = csf + rng.uniform(0.0, 0.2)
     m[L.FLOW_ARTEFACT] = rng.uniform(wm, lesion + 0.2)
     return m
