@@ -7,7 +7,7 @@ import json
 
 from shmn.contract import evaluation_file_name
 from shmn.io.manifest import SPLITS
-from shmn.commands.options import add_boundary_option, add_data_option, add_device_option
+from shmn.commands.options import add_boundary_option, add_data_option, add_device_option, add_tta_option
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -28,9 +28,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--cache", metavar="DIR", help="preprocessing cache folder (the format of `shmn train --cache`): "
                         "models with the same preprocessing evaluated on one cohort preprocess each case once")
     add_boundary_option(parser)
-    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
-                        help="test-time mirroring, as shmn predict (on by default): each case also run left-right mirrored "
-                             "and the two passes averaged (one more forward pass a case); --no-tta: one pass")
+    add_tta_option(parser, "as shmn predict, each case also run left-right mirrored and the two passes averaged")
     add_device_option(parser)
     return parser
 

@@ -24,3 +24,9 @@ def add_boundary_option(parser: argparse.ArgumentParser) -> None:
                         help="native (the default): lesion and ventricle boundaries read from each input's own intensities "
                              "around the model's, on the input's grid (its finer voxels); model: the model's 2 mm "
                              "boundaries resampled as they are")
+
+
+def add_tta_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--tta` / `--no-tta` (shmn.inference.flips): the left-right mirrored pass averaged in, on by default."""
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
+                        help=f"test-time mirroring (on by default): {what} (one more forward pass); --no-tta: one pass")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from shmn.errors import ShmnError
-from shmn.commands.options import add_boundary_option, add_device_option
+from shmn.commands.options import add_boundary_option, add_device_option, add_tta_option
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -28,10 +28,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_device_option(parser, help="where to run the network (auto: CUDA if available; cuda:N: GPU N; falls back to the CPU when the GPU runs out of memory)")
     parser.add_argument("--no-register", action="store_true", help="the inputs are already in MNI152 space: skip the registration")
     parser.add_argument("--overwrite", action="store_true", help="replace existing OUT/<case> folders (otherwise such a case fails)")
-    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
-                        help="test-time mirroring (on by default): also run the left-right mirrored volume and average the two "
-                             "passes; lesions they disagree on are flagged in report.json (one more forward pass); "
-                             "--no-tta: one pass")
+    add_tta_option(parser, "also run the left-right mirrored volume and average the two passes; lesions they disagree "
+                           "on are flagged in report.json")
     parser.add_argument("--probabilities", action="store_true", help="also write pvl_probability.nii.gz and ventricles_probability.nii.gz (float32, 0-1, on the input's grid)")
     parser.add_argument("--anonymise", action="store_true", help="report.html and report.pdf without the patient's name, ID, study date or file name")
     parser.add_argument("--sliding-window", action="store_true", help="force sliding-window inference (less memory, slower)")

@@ -21,6 +21,9 @@ from shmn.inference.engine import InferenceOptions, InferenceResult, run_inferen
 
 FLIP_AXES = (2,)  # model-grid axes (z, y, x) to mirror: left-right only, as in training
 AVERAGED = ("pvl_probability", "ventricle_probability", "localization")  # dense outputs averaged over the passes
+# What report.json's inference.test_time_mirroring says, with and without the mirrored pass.
+MIRRORING_NOTE = {True: "--tta: the plain and the left-right mirrored pass averaged (segmentations, lesion centres); MACS from "
+                        "the plain pass", False: "off (one pass)"}
 
 
 def mirrored_inference(network, image_zyx: np.ndarray, options: InferenceOptions,
@@ -40,3 +43,12 @@ def mirrored_inference(network, image_zyx: np.ndarray, options: InferenceOptions
     averaged = {name: np.mean(np.stack(values), axis=0).astype(np.float32) for name, values in passes.items()}
     spread = np.std(np.stack(passes["pvl_probability"]), axis=0).astype(np.float32) if "pvl_probability" in passes else None
     return dataclasses.replace(plain, warnings=warnings, **averaged), spread, time.perf_counter() - tick
+
+
+def model_grid_passes(network, image_zyx: np.ndarray, options: InferenceOptions,
+                      mirrored: bool) -> tuple[InferenceResult, np.ndarray | None, float]:
+    """The network on the model grid, with the mirrored pass averaged in (``mirrored_inference``) or alone:
+    (result, PVL spread between the passes or None, seconds of the mirrored pass, 0 without it)."""
+    if mirrored:
+        return mirrored_inference(network, image_zyx, options)
+    return run_inference(network, image_zyx, options), None, 0.0

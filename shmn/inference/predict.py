@@ -27,7 +27,8 @@ from shmn.io.claim import claim_case
 from shmn.errors import ShmnError
 from shmn.inference.brain import brain_fields, template_on_native
 from shmn.inference.calibration import calibrate_macs, calibration_from_card
-from shmn.inference.engine import InferenceOptions, InferenceResult, run_inference
+from shmn.inference.engine import InferenceOptions, InferenceResult
+from shmn.inference.flips import MIRRORING_NOTE, model_grid_passes
 from shmn.inference.masks import min_lesion_ml, native_probability, threshold_mask, with_enclosed, without_specks
 from shmn.inference.motor import case_motor_burden
 from shmn.inference.native_boundary import refine_native
@@ -229,14 +230,9 @@ def predict_native(native: sitk.Image, predictor: Predictor, options: PredictOpt
     on_stage("preprocess")
 
     inference = InferenceOptions(device=options.device, sliding_window=options.sliding_window, cpu_bf16=options.cpu_bf16)
-    flip_spread = None
-    if options.tta:  # the plain and the left-right mirrored pass, averaged; the PVL probability's spread between them
-        from shmn.inference.flips import mirrored_inference
-
-        result, flip_spread, timings["tta"] = mirrored_inference(predictor.network, prep.image, inference)
-    else:
-        result = run_inference(predictor.network, prep.image, inference)
-    timings["inference"] = result.seconds
+    # --tta: the plain and the left-right mirrored pass averaged; the PVL probability's spread between them
+    result, flip_spread, tta_seconds = model_grid_passes(predictor.network, prep.image, inference, mirrored=options.tta)
+    timings.update(inference=result.seconds, **({"tta": tta_seconds} if options.tta else {}))
     on_stage("inference")
 
     tick = time.perf_counter()
@@ -308,8 +304,7 @@ def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predict
         preprocessing={"params": prep.params, "registration_quality": prep.quality, "timings_s": prep.timings_s},
         inference={"device": result.device, "precision": result.precision, "mode": result.mode, "lesion_grid": prediction.lesion_grid,
                    "boundary": prediction.boundary or {"method": "the model's, resampled (--boundary model)"},
-                   "test_time_mirroring": ("--tta: the plain and the left-right mirrored pass averaged (segmentations, lesion "
-                                           "centres); MACS from the plain pass") if options.tta else "off (one pass)"},
+                   "test_time_mirroring": MIRRORING_NOTE[options.tta]},
         thresholds={
             "pvl_probability": options.pvl_threshold,
             "pvl_min_component_ml": round(prediction.min_lesion_ml, 6),
