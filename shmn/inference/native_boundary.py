@@ -196,10 +196,10 @@ def refine_boundary(image: np.ndarray, probability: np.ndarray, spacing_zyx, thr
         return unchanged
     tissue, tissue_weight = _local_mean(img, shell, spacing, config.local_sigma_mm)
     tissue = np.where(tissue_weight > 1e-3, tissue, np.median(img[shell]))
-    near = (mask | (depth_out <= config.band_mm)) & (prob >= config.gate) & ~elsewhere & readable
     contrast, relative, share = _read_shares(img, core, tissue, spacing, config.local_sigma_mm)
     read_twice = False
     if config.relevel_share is not None and _contrast_to_spread(img, tissue, shell, contrast, mask) >= config.relevel_min_cnr:
+        near = (mask | (depth_out <= config.band_mm)) & (prob >= config.gate) & ~elsewhere & readable
         pure = near & (share >= config.relevel_share)
         if pure.sum() >= config.min_core_voxels:
             contrast, relative, share = _read_shares(img, pure, tissue, spacing, config.local_sigma_mm)
