@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
+from scipy.stats import median_abs_deviation
 
 from shmn.inference.masks import filled_sections
 
@@ -134,10 +135,9 @@ def _read_shares(img: np.ndarray, core: np.ndarray, tissue: np.ndarray, spacing:
 
 
 def _contrast_to_spread(img: np.ndarray, tissue: np.ndarray, shell: np.ndarray, contrast: np.ndarray, mask: np.ndarray) -> float:
-    """The median contrast over ``mask`` in units of the tissue voxels' spread around their local level (1.4826 x
-    their median absolute deviation: noise, and grey-white texture, over the ``shell``)."""
-    residual = img[shell] - tissue[shell]
-    spread = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
+    """The median contrast over ``mask`` in units of the tissue voxels' spread around their local level (their median
+    absolute deviation scaled to a normal's sigma, x 1.4826: noise, and grey-white texture, over the ``shell``)."""
+    spread = float(median_abs_deviation(img[shell] - tissue[shell], scale="normal"))
     return float(np.median(np.abs(contrast[mask]))) / max(spread, 1e-6)
 
 
