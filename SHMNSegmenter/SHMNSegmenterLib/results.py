@@ -77,6 +77,7 @@ class ResultSummary:
     warnings: tuple[str, ...] = ()
     macsCalibration: str = ""  # macsCalibrationLabel
     lesionsToReview: int = 0  # lesions the engine flagged: the model is unsure of them
+    ventriclesVisible: bool | None = None  # False: the image shows no clear ventricle boundary (report.json ventricles.visibility)
 
     @classmethod
     def fromReport(cls, report: dict) -> "ResultSummary":
@@ -96,6 +97,7 @@ class ResultSummary:
             warnings=tuple(report.get("warnings") or ()),
             macsCalibration=macsCalibrationLabel(report),
             lesionsToReview=sum(bool(lesion.get("review")) for lesion in pvl.get("lesions") or []),
+            ventriclesVisible=(report["ventricles"].get("visibility") or {}).get("visible"),
         )
 
     def text(self) -> str:
@@ -107,7 +109,9 @@ class ResultSummary:
             f"PVL: {self.pvlVolumeMl:.2f} mL in {self.lesionCount} lesion(s)"
             + (f", {self.lesionsToReview} flagged for review (model unsure)" if self.lesionsToReview else "")
             if self.pvlVolumeMl is not None else f"PVL: {na}",
-            f"Lateral ventricles: {self.ventriclesVolumeMl:.1f} mL" if self.ventriclesVolumeMl is not None else f"Ventricles: {na}",
+            f"Lateral ventricles: {self.ventriclesVolumeMl:.1f} mL"
+            + (" (boundary not visible on this image: check)" if self.ventriclesVisible is False else "")
+            if self.ventriclesVolumeMl is not None else f"Ventricles: {na}",
             f"Model: {self.model}",
         ]
         lines += [f"Warning: {warning}" for warning in self.warnings]
@@ -143,7 +147,8 @@ def tableRows(report: dict, caseReport: Path | None = None) -> list[tuple[str, .
     rows += [
         ("PVL total", _number(summary.pvlVolumeMl, 3), "mL", "", "", ""),
         ("PVL lesion count", "n/a" if summary.lesionCount is None else str(summary.lesionCount), "", "", "", ""),
-        ("Lateral ventricles total", _number(summary.ventriclesVolumeMl, 3), "mL", "", "", ""),
+        ("Lateral ventricles total", _number(summary.ventriclesVolumeMl, 3), "mL", "", "", "", "", "", "",
+         "REVIEW: boundary not visible" if summary.ventriclesVisible is False else ""),
         ("MACS probability (severe)", _number(summary.macsProbabilitySevere, 4), summary.macsCalibration, "", "", ""),
         ("MACS group", summary.macsGroup or "n/a", "", "", "", ""),
     ]

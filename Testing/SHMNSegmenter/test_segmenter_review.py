@@ -73,3 +73,21 @@ def test_lesion_centre_description_says_review(scene):
     centres = importLesionCentres(report_with_flags(True), scene, "centres")
     assert centres.GetNthControlPointDescription(0).endswith("mL")
     assert centres.GetNthControlPointDescription(1).endswith("(REVIEW: model unsure)")
+
+
+def test_summary_and_table_say_check_where_the_ventricles_do_not_stand_out(scene):
+    from SHMNSegmenterLib.results import ResultSummary, importResultsTable
+
+    from shmn.measures.ventricle_visibility import ventricle_visibility, visibility_warning
+
+    report = report_with_flags(True)
+    report["ventricles"]["visibility"] = ventricle_visibility({"ventricles": {"contrast_to_spread": -1.4}})  # CSF brighter
+    report["warnings"] = [visibility_warning(report["ventricles"]["visibility"])]
+    text = ResultSummary.fromReport(report).text()
+    assert "Lateral ventricles: 20.0 mL (boundary not visible on this image: check)" in text
+    assert "Warning: the CSF in the ventricles is brighter than the tissue around them" in text
+    rows = {row[0]: row for row in table_cells(importResultsTable(report, scene, "unclear"))}
+    assert rows["Lateral ventricles total"][1] == "20.000" and rows["Lateral ventricles total"][-1] == "REVIEW: boundary not visible"
+    report["ventricles"]["visibility"] = ventricle_visibility({"ventricles": {"contrast_to_spread": 6.0}})
+    assert "(boundary not visible" not in ResultSummary.fromReport(report).text()
+    assert {row[0]: row for row in table_cells(importResultsTable(report, scene, "clear"))}["Lateral ventricles total"][-1] == ""

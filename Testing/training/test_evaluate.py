@@ -59,6 +59,19 @@ def test_summary_skips_missing_labels_and_counts_infinite_distances():
     table = markdown_table(summary)
     assert "| PVL Dice | 0.250 ± 0.250 | 0.250 | 2 |" in table and "(1 infinite)" in table and "| MACS AUC | 0.750 |" in table
 
+    assert "ventricle_dice_by_visibility" not in summary and "boundary visible" not in table  # no case carries the figure
+
+
+def test_summary_splits_ventricle_dice_by_whether_the_image_shows_the_boundary():
+    cases = [{"metrics": {"ventricle_dice": dice}, "ventricle_contrast_to_spread": figure}
+             for dice, figure in ((0.9, 6.0), (0.94, 2.0), (0.5, 1.99), (0.6, -1.0), (0.8, None))]
+    split = summarise(cases)["ventricle_dice_by_visibility"]
+    assert split["visible"]["n"] == 2 and split["visible"]["mean"] == pytest.approx(0.92)
+    assert split["not_visible"]["n"] == 2 and split["not_visible"]["mean"] == pytest.approx(0.55)  # None: in neither
+    table = markdown_table(summarise(cases))
+    assert "| Ventricle Dice, boundary visible | 0.920 ± 0.020 | 0.920 | 2 |" in table
+    assert "| Ventricle Dice, boundary not visible | 0.550 ± 0.050 | 0.550 | 2 |" in table
+
 
 @pytest.fixture(scope="module")
 def known_model(tmp_path_factory):

@@ -79,11 +79,16 @@ class BoundaryResult:
     contrast: float | None  # median relative structure-tissue contrast over the model's mask
     changed_voxels: int
     level_read_twice: bool = False  # the structure level was read again from its nearly pure voxels
+    # How far the structure stands out: the first read's median contrast (tissue minus structure, so positive where
+    # the structure is the darker, as nulled CSF is) over the model's mask, in units of the tissue voxels' spread
+    # (None: the step could not read levels). Ventricles: shmn.inference.ventricle_visibility reads it.
+    contrast_to_spread: float | None = None
 
     def report_fields(self, config: BoundaryConfig) -> dict:
         return {"method": "native-grid partial-volume refinement of the model's boundary",
                 "applied": self.applied, "band_mm": config.band_mm,
                 "relative_contrast": None if self.contrast is None else round(self.contrast, 3),
+                "contrast_to_spread": None if self.contrast_to_spread is None else round(self.contrast_to_spread, 3),
                 "min_contrast": config.min_contrast, "changed_voxels": self.changed_voxels,
                 "level_read_twice": self.level_read_twice}
 
@@ -134,11 +139,13 @@ def _read_shares(img: np.ndarray, core: np.ndarray, tissue: np.ndarray, spacing:
     return contrast, relative, share
 
 
-def _contrast_to_spread(img: np.ndarray, tissue: np.ndarray, shell: np.ndarray, contrast: np.ndarray, mask: np.ndarray) -> float:
+def _contrast_to_spread(img: np.ndarray, tissue: np.ndarray, shell: np.ndarray, contrast: np.ndarray,
+                        mask: np.ndarray) -> tuple[float, float]:
     """The median contrast over ``mask`` in units of the tissue voxels' spread around their local level (their median
-    absolute deviation scaled to a normal's sigma, x 1.4826: noise, and grey-white texture, over the ``shell``)."""
-    spread = float(median_abs_deviation(img[shell] - tissue[shell], scale="normal"))
-    return float(np.median(np.abs(contrast[mask]))) / max(spread, 1e-6)
+    absolute deviation scaled to a normal's sigma, x 1.4826: noise, and grey-white texture, over the ``shell``): of its
+    size (the second read's gate), and signed (tissue minus structure: positive where the structure is the darker)."""
+    spread = max(float(median_abs_deviation(img[shell] - tissue[shell], scale="normal")), 1e-6)
+    return float(np.median(np.abs(contrast[mask]))) / spread, float(np.median(contrast[mask])) / spread
 
 
 def _crop(mask: np.ndarray, spacing_zyx: np.ndarray, margin_mm: float) -> tuple[slice, ...] | None:
@@ -198,7 +205,8 @@ def refine_boundary(image: np.ndarray, probability: np.ndarray, spacing_zyx, thr
     tissue = np.where(tissue_weight > 1e-3, tissue, np.median(img[shell]))
     contrast, relative, share = _read_shares(img, core, tissue, spacing, config.local_sigma_mm)
     read_twice = False
-    if config.relevel_share is not None and _contrast_to_spread(img, tissue, shell, contrast, mask) >= config.relevel_min_cnr:
+    contrast_size, contrast_to_spread = _contrast_to_spread(img, tissue, shell, contrast, mask)
+    if config.relevel_share is not None and contrast_size >= config.relevel_min_cnr:
         near = (mask | (depth_out <= config.band_mm)) & (prob >= config.gate) & ~elsewhere & readable
         pure = near & (share >= config.relevel_share)
         if pure.sum() >= config.min_core_voxels:
@@ -219,7 +227,7 @@ def refine_boundary(image: np.ndarray, probability: np.ndarray, spacing_zyx, thr
     refined = probability.astype(np.float32, copy=True)
     refined[box] = refined_box
     changed = int(((refined_box >= threshold) != mask).sum())
-    return BoundaryResult(refined, bool(band.any()), float(np.median(relative[mask])), changed, read_twice)
+    return BoundaryResult(refined, bool(band.any()), float(np.median(relative[mask])), changed, read_twice, contrast_to_spread)
 
 
 def _in_plane_holes(mask: np.ndarray, spacing_zyx: np.ndarray) -> np.ndarray:

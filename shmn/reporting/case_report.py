@@ -215,7 +215,8 @@ def case_context(report: dict, header: PatientHeader, planes_png: Optional[bytes
         "volumes": [
             ("PVL lesions, total", _fmt(pvl.get("volume_ml"), 2, " mL")),
             ("Number of lesions", MISSING if pvl.get("lesion_count") is None else str(pvl["lesion_count"])),
-            ("Lateral ventricles", _fmt(report["ventricles"].get("volume_ml"), 1, " mL")),
+            ("Lateral ventricles", _fmt(report["ventricles"].get("volume_ml"), 1, " mL")
+             + (" (boundary not visible on this image: check)" if (report["ventricles"].get("visibility") or {}).get("visible") is False else "")),
             ("Brain", _fmt(brain.get("volume_ml"), 0, " mL") if brain.get("volume_ml") is not None else MISSING + " (not computed by this version)"),
         ],
         "lesions": lesion_rows(report, regions),

@@ -3,7 +3,8 @@
 Keys (docs/DESIGN.md section 3, "at least"): case; macs.probability_severe (calibrated when the model
 carries a calibration), macs.group, macs.calibrated, macs.calibration; pvl.volume_ml, pvl.lesions
 [{centre_ras_mm, volume_ml, mean_probability, uncertainty, review}], pvl.centres_from_localization; ventricles.volume_ml;
-model.name/version/sha256; preprocessing (params, registration quality); timings_s; disclaimer; brain
+ventricles.visibility (how far the CSF stands
+out: shmn.measures.ventricle_visibility); model.name/version/sha256; preprocessing (params, registration quality); timings_s; disclaimer; brain
 (volume_ml, extraction method/version, intracranial_volume_ml where the whole head is in view) and
 registration (ok, figures, warning: a failed check is never silent).
 motor_burden (lesion mL, region mL and share per motor region and side, totals; in template space, regions
@@ -18,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shmn import DISCLAIMER, __version__
+from shmn.measures.ventricle_visibility import ventricle_visibility, visibility_warning
 
 MACS_THRESHOLD = 0.5  # paper: probability > 0.5 -> severe (MACS III-V)
 SUMMARY_COLUMNS = (
@@ -115,6 +117,9 @@ def build_report(
     burden: dict | None = None,
 ) -> dict:
     """The report as a JSON-ready dict (volumes in mL, positions in RAS mm)."""
+    # Where the image shows no ventricle boundary (CSF not nulled), the volume is the model's shape estimate: say so.
+    visibility = ventricle_visibility(inference.get("boundary")) if ventricle_volume_ml is not None else None
+    warnings = list(warnings) + [w for w in [visibility and visibility_warning(visibility)] if w]
     return {
         "case": case,
         "input": {"path": input_path, "geometry": input_geometry},
@@ -133,7 +138,7 @@ def build_report(
             "lesions": lesions,
             "centres_from_localization": localization_centres,
         },
-        "ventricles": {"volume_ml": _round(ventricle_volume_ml)},
+        "ventricles": {"volume_ml": _round(ventricle_volume_ml), "visibility": visibility},
         # The extracted brain (brain.nii.gz) and, where the whole head is in view, the intracranial volume.
         "brain": brain or {"volume_ml": None, "extraction": {"method": "none"}, "intracranial_volume_ml": None},
         # Never silent masks: a failed registration check is reported here and in warnings.
@@ -213,7 +218,8 @@ def findings(report: dict, describe_group: bool = False) -> list[str]:
     if pvl["volume_ml"] is not None:
         parts.append(f"PVL {pvl['volume_ml']:.2f} mL in {pvl['lesion_count']} lesion(s)")
     if report["ventricles"]["volume_ml"] is not None:
-        parts.append(f"ventricles {report['ventricles']['volume_ml']:.1f} mL")
+        unclear = (report["ventricles"].get("visibility") or {}).get("visible") is False
+        parts.append(f"ventricles {report['ventricles']['volume_ml']:.1f} mL" + (" (boundary not visible: check)" if unclear else ""))
     return parts
 
 

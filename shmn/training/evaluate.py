@@ -26,6 +26,7 @@ from shmn.training.data import Sample, load_manifests, split_samples
 from shmn.errors import ShmnError
 from shmn.io.manifest import Manifest
 from shmn.measures.metrics import abs_volume_difference_percent, dice, hd95, lesion_f1, macs_metrics, volume_ml
+from shmn.measures.ventricle_visibility import VISIBLE_MIN_CONTRAST_TO_SPREAD
 from shmn.io.volume_io import read_volume, same_geometry
 
 # (key in a case's metrics, label in the table); the summary gives mean, sd, median and n of each.
@@ -110,6 +111,17 @@ def summarise(cases: list[dict]) -> dict:
         values = [c["metrics"][key] for c in cases if key in c["metrics"]]
         if values:
             summary[key] = _statistics(values)
+    # Ventricle Dice apart where the image shows a ventricle boundary and where it does not (report.json's
+    # ventricles.visibility): the second is the network's shape estimate.
+    by_visibility = {}
+    for name, visible in (("visible", True), ("not_visible", False)):
+        values = [c["metrics"]["ventricle_dice"] for c in cases if "ventricle_dice" in c["metrics"]
+                  and c.get("ventricle_contrast_to_spread") is not None
+                  and (c["ventricle_contrast_to_spread"] >= VISIBLE_MIN_CONTRAST_TO_SPREAD) is visible]
+        if values:
+            by_visibility[name] = _statistics(values)
+    if by_visibility:
+        summary["ventricle_dice_by_visibility"] = by_visibility
     pairs = [(c["macs_probability"], c["macs_true"]) for c in cases if c.get("macs_true") is not None and c.get("macs_probability") is not None]
     if pairs:
         scores = macs_metrics([p for p, _ in pairs], [y for _, y in pairs])
@@ -127,6 +139,10 @@ def markdown_table(summary: dict) -> str:
         median = f"{stats['median']:.3f}" if "median" in stats else "—"
         note = f" ({stats['infinite']} infinite)" if stats["infinite"] else ""
         rows.append(f"| {label} | {mean} | {median} | {stats['n']}{note} |")
+    for name, label in (("visible", "boundary visible"), ("not_visible", "boundary not visible")):
+        stats = (summary.get("ventricle_dice_by_visibility") or {}).get(name)
+        if stats:
+            rows.append(f"| Ventricle Dice, {label} | {stats['mean']:.3f} ± {stats['sd']:.3f} | {stats['median']:.3f} | {stats['n']} |")
     macs = summary.get("macs")
     if macs:
         for key, label in MACS_METRICS:
@@ -164,6 +180,8 @@ def evaluate_sample(predictor, sample: Sample, device: str, cache=None, native_b
         **burden_macs_fields(prediction.result.pvl_probability, prediction.prep, MASK_THRESHOLD),
         "macs_true": sample.macs,
         "registration_ok": bool(prediction.prep.quality.get("ok", True)),
+        # How far the ventricles stand out from the tissue around them (the boundary step's read; None without it).
+        "ventricle_contrast_to_spread": (prediction.boundary or {}).get("ventricles", {}).get("contrast_to_spread"),
         "seconds": round(time.perf_counter() - tick, 3),
     }
 

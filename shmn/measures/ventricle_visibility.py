@@ -1,0 +1,43 @@
+"""Whether the ventricles stand out from the tissue around them on this image.
+
+On a FLAIR the CSF is nulled, so the ventricles are darker than the white matter around them. Where the CSF
+is poorly nulled (an inversion time that does not null it, a short repetition time, CSF with a long T1 in
+young children) it comes close to the tissue or turns brighter, and the image has no ventricle boundary
+to read: the mask is then the network's estimate of the shape, not something the image shows. On three
+out-of-distribution cohorts every case whose ventricle Dice fell below 0.70 was such an image (README,
+"How well the ventricles stand out").
+
+The figure is the native boundary step's first read (``shmn.inference.native_boundary``): the median of
+tissue level minus CSF level over the predicted ventricles, in units of the tissue voxels' spread (noise and
+texture). The cut, 2.0, was chosen on two looked-at cohorts (seeds 0 and 7) and kept under a rule fixed
+before two cohorts nobody had looked at were scored.
+"""
+
+from __future__ import annotations
+
+VISIBLE_MIN_CONTRAST_TO_SPREAD = 2.0
+
+
+def ventricle_visibility(boundary: dict | None) -> dict:
+    """report.json's ``ventricles.visibility`` from ``inference.boundary``: the figure, the cut and ``visible``
+    (None where the boundary step did not read the ventricles: --boundary model, or no ventricle found)."""
+    figure = ((boundary or {}).get("ventricles") or {}).get("contrast_to_spread")
+    return {
+        "contrast_to_spread": figure,
+        "visible_min": VISIBLE_MIN_CONTRAST_TO_SPREAD,
+        "visible": None if figure is None else bool(figure >= VISIBLE_MIN_CONTRAST_TO_SPREAD),
+        "measure": "median (tissue level - CSF level) over the predicted ventricles / the tissue voxels' spread; "
+                   "positive where the CSF is darker, as FLAIR nulls it",
+    }
+
+
+def visibility_warning(visibility: dict) -> str | None:
+    """One line for report.json's warnings when the ventricles barely stand out (None otherwise)."""
+    if visibility.get("visible") is not False:
+        return None
+    figure = visibility["contrast_to_spread"]
+    how = "brighter than" if figure < 0 else "barely darker than"
+    return (f"the CSF in the ventricles is {how} the tissue around them on this image (contrast {figure:.1f} x the "
+            f"tissue's voxel spread, below {visibility['visible_min']:.1f}): the image shows no clear ventricle "
+            "boundary, so the ventricle mask and volume are the model's shape estimate; check them against the image "
+            "(was the CSF nulled?)")
