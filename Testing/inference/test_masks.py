@@ -46,3 +46,38 @@ def test_what_an_open_c_shape_wraps_stays_out_and_a_closed_cavity_in_any_plane_i
 def test_an_empty_mask_is_returned_as_it_is():
     empty = _image(np.zeros((4, 8, 8), np.uint8))
     assert sitk.GetArrayFromImage(with_enclosed(empty)).sum() == 0
+
+
+def test_the_network_answers_inside_the_templates_ventricle_hole_reach_the_input_grid(anatomy):
+    """The skull-stripped MNI152 template is 0 inside much of the lateral ventricles, so the model-grid brain mask
+    has a hole there; a ventricle probability of 1 over the aparc+aseg lateral ventricles, brought to a 1 mm grid,
+    must keep the ventricles whole (cut with the holed mask it lost a third of them)."""
+    from scipy import ndimage
+
+    from shmn.inference.masks import native_probability
+    from shmn.io.anatomy import LATERAL_VENTRICLES
+    from shmn.preprocessing.preprocess import GRIDS, PreprocessedCase, _brain_on_grid, model_grid_reference
+
+    reference = model_grid_reference(GRIDS["fast"], anatomy.template)
+    brain = _brain_on_grid(anatomy.template, reference)
+    ventricles_1mm = sitk.Cast(sitk.GetImageFromArray(anatomy.mask(*LATERAL_VENTRICLES).astype(np.float32)), sitk.sitkFloat32)
+    ventricles_1mm.CopyInformation(anatomy.template)
+    on_grid = sitk.GetArrayFromImage(sitk.Resample(ventricles_1mm, reference, sitk.Transform(), sitk.sitkLinear, 0.0)) >= 0.5
+    hole = ndimage.binary_fill_holes(brain) & ~brain
+    assert (hole & on_grid).sum() > 0.2 * on_grid.sum()  # the template's hole: a fact of the shipped anatomy
+    case = PreprocessedCase(image=np.zeros(brain.shape, np.float32), brain=brain, reference=reference, transform=sitk.Transform(),
+                            quality={}, params={}, timings_s={})
+    native = sitk.Image(anatomy.template.GetSize(), sitk.sitkFloat32)
+    native.CopyInformation(anatomy.template)
+    kept = sitk.GetArrayFromImage(native_probability(on_grid.astype(np.float32), case, native)) >= 0.5
+    truth = anatomy.mask(*LATERAL_VENTRICLES)
+    assert 2 * (kept & truth).sum() / (kept.sum() + truth.sum()) > 0.85  # the 2 mm round trip of the whole ventricles
+    cut = sitk.GetArrayFromImage(sitk.Resample(_from(np.where(brain, on_grid, 0).astype(np.float32), reference), native,
+                                               sitk.Transform(), sitk.sitkLinear, 0.0)) >= 0.5
+    assert cut.sum() < 0.8 * kept.sum()  # what the holed mask left
+
+
+def _from(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(reference)
+    return image
