@@ -22,7 +22,8 @@ def motorBurdenRows(report: dict) -> list[tuple[str, str, str, str, str, str]]:
         return []
     primary = report.get("macs_primary") or "network"
     rows = [
-        ("MACS probability (severe), from motor burden", f"{float(estimate['probability_severe']):.4f}", "", "", "", ""),
+        ("MACS probability (severe), from motor burden", f"{float(estimate['probability_severe']):.4f}",
+         _recalibration(estimate), "", "", ""),
         ("MACS group, from motor burden", str(estimate["group"]), "", "", "", ""),
         ("Primary MACS estimate", PRIMARY_NAMES.get(primary, primary), "", "", "", ""),
     ]
@@ -32,3 +33,11 @@ def motorBurdenRows(report: dict) -> list[tuple[str, str, str, str, str, str]]:
     if burden.get("all_lesions_ml") is not None:  # the burden score's all-lesions term (an older report has none)
         rows.append(("Lesion volume, template space (all lesions)", f"{float(burden['all_lesions_ml']):.3f}", "mL", "", "", ""))
     return rows
+
+
+def _recalibration(estimate: dict) -> str:
+    """Says when the probability was recalibrated on a site's own cases (`shmn calibrate --macs-burden`)."""
+    if not estimate.get("recalibrated"):
+        return ""
+    cases = ((estimate.get("recalibration") or {}).get("fitted_on") or {}).get("n_cases")
+    return f"recalibrated on {cases} cases" if cases else "recalibrated"

@@ -62,6 +62,25 @@ def test_results_table_shows_regional_burden_and_both_estimates(scene, anatomy):
     assert rows["MACS group, from motor burden"][1] == report["macs_from_burden"]["group"]
     assert rows["Primary MACS estimate"][1] in ("network classifier", "motor-burden score")
     assert rows["MACS probability (severe)"][1] == "0.2000"  # the network's estimate stays in its row
+    assert rows["MACS probability (severe), from motor burden"][2] == ""  # the shipped score, not recalibrated
+
+
+def test_a_burden_estimate_recalibrated_at_a_site_says_so(scene, anatomy):
+    from SHMNSegmenterLib.results import importResultsTable
+
+    from shmn.inference.calibration import BURDEN_CARD_KEY, calibration_from_card
+    from shmn.measures.burden_macs import burden_report_fields
+    from shmn.measures.motor_regions import motor_burden
+    from shmn.preprocessing.preprocess import GRIDS, model_grid_reference
+
+    grid = model_grid_reference(GRIDS["fast"], anatomy.template)
+    calibration = calibration_from_card({BURDEN_CARD_KEY: {"method": "platt", "parameters": {"a": 1.0, "b": 3.0}, "n_cases": 24}},
+                                        "site.safetensors", BURDEN_CARD_KEY)
+    report = left_plic_lesion_report(anatomy)
+    report.update(burden_report_fields(motor_burden(np.zeros(grid.GetSize()[::-1], bool), grid), calibration=calibration))
+    rows = table_rows(importResultsTable(report, scene, "SHMN results"))
+    burden = rows["MACS probability (severe), from motor burden"]
+    assert burden[1] == f"{report['macs_from_burden']['probability_severe']:.4f}" and burden[2] == "recalibrated on 24 cases"
 
 
 def test_report_without_burden_adds_no_burden_rows(scene, anatomy):

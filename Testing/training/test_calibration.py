@@ -206,3 +206,90 @@ def test_an_under_confident_ventricle_map_gets_a_lower_operating_threshold():
     # A confident map keeps the default (ties go to the threshold nearest 0.5).
     confident = [np.where(r, 0.95, 0.01) for r in references]
     assert choose_threshold(confident, references)[0] == 0.5
+
+
+# ---------------------------------------------------------------- the burden MACS estimate's recalibration (--macs-burden)
+
+
+def site_scores(n: int = 400, seed: int = 0):
+    """Burden scores of a site whose children reach MACS III-V at a smaller burden than our phantoms: the true
+    p(severe) is sigmoid(1.5 * score + 3), where the shipped estimate says sigmoid(score)."""
+    rng = np.random.default_rng(seed)
+    scores = rng.uniform(-3.0, 0.5, n)
+    labels = (rng.uniform(size=n) < expit(1.5 * scores + 3.0)).astype(float)
+    return scores, labels
+
+
+def test_the_burden_score_is_recalibrated_to_a_sites_operating_point():
+    from shmn.training.calibration import CalibrationConfig, burden_calibration_entry
+
+    scores, labels = site_scores()
+    entry = burden_calibration_entry(list(scores), list(labels), [f"c{i}" for i in range(len(labels))], CalibrationConfig(split="test"), ["site.json"])
+    assert entry["method"] == "platt" and entry["n_cases"] == 400 and entry["split"] == "test"
+    assert entry["parameters"]["a"] == pytest.approx(1.5, abs=0.5) and entry["parameters"]["b"] == pytest.approx(3.0, abs=0.8)
+    assert entry["ece_after"] < 0.5 * entry["ece_before"] and entry["nll_after"] < entry["nll_before"]
+    # Cases that turn the estimate round (more burden, less severe) cannot carry a fit; a model without lesions has no score.
+    with pytest.raises(ShmnError, match="turns the burden estimate round"):
+        burden_calibration_entry(list(scores), list(1.0 - labels), [], CalibrationConfig(), [])
+    with pytest.raises(ShmnError, match="no lesion output"):
+        burden_calibration_entry([None, None], [0.0, 1.0], ["a", "b"], CalibrationConfig(), [])
+
+
+def test_a_recalibrated_burden_estimate_moves_its_group_and_says_so():
+    from shmn.inference.calibration import BURDEN_CARD_KEY
+    from shmn.measures.burden_macs import SHIPPED_BURDEN_MODEL, macs_from_burden
+    from shmn.measures.motor_regions import REGIONS, SIDES, MotorBurden, RegionBurden
+
+    card = {BURDEN_CARD_KEY: {"method": "platt", "parameters": {"a": 1.0, "b": 3.0}, "split": "test", "n_cases": 24,
+                              "ece_before": 0.33, "ece_after": 0.1}}
+    calibration = calibration_from_card(card, "m.safetensors", BURDEN_CARD_KEY)
+    burden = MotorBurden(tuple(RegionBurden(region, side, 0.3, 10.0) for region in REGIONS for side in SIDES), 2.0, all_lesion_ml=2.0)
+    plain, recalibrated = macs_from_burden(burden), macs_from_burden(burden, calibration=calibration)
+    score = SHIPPED_BURDEN_MODEL.score(burden)
+    assert plain["recalibrated"] is False and "recalibration" not in plain and plain["group"] == "mild"
+    assert recalibrated["probability_severe"] == pytest.approx(expit(score + 3.0), abs=1e-4) and recalibrated["group"] == "severe"
+    assert recalibrated["recalibrated"] is True and recalibrated["score"] == plain["score"]
+    assert recalibrated["recalibration"]["uncalibrated_probability_severe"] == plain["probability_severe"]
+    assert recalibrated["recalibration"]["fitted_on"] == {"split": "test", "n_cases": 24}
+    with pytest.raises(ShmnError, match="model card 'burden_calibration.parameters.a'"):
+        calibration_from_card({BURDEN_CARD_KEY: {"method": "platt", "parameters": {"a": "1", "b": 0.0}}}, "m.safetensors", BURDEN_CARD_KEY)
+
+
+def test_predict_and_evaluate_use_the_cards_burden_recalibration(calibrated, small_cohort, tmp_path):
+    from shmn.inference.calibration import BURDEN_CARD_KEY
+    from shmn.inference.predict import PredictOptions, load_predictor, predict_case
+    from shmn.network.model_file import save_model
+    from shmn.training.data import load_manifests, split_samples
+    from shmn.training.evaluate import evaluate
+
+    _, output, _ = calibrated
+    predictor = load_predictor(output)
+    site = tmp_path / "site.safetensors"
+    save_model(site, predictor.network, {**predictor.card, BURDEN_CARD_KEY: {"method": "platt", "parameters": {"a": 0.5, "b": 2.0}, "n_cases": 24}})
+    sample = split_samples(load_manifests([small_cohort / "macs"]), "test")[0]
+    report = predict_case(sample.image, tmp_path / "out", load_predictor(site), PredictOptions(device="cpu"))
+    burden = report["macs_from_burden"]
+    assert burden["recalibrated"] is True and burden["probability_severe"] == pytest.approx(expit(0.5 * burden["score"] + 2.0), abs=1e-4)
+    page = (tmp_path / "out" / report["case"] / "report.html").read_text(encoding="utf-8")
+    assert f"{burden['probability_severe']:.2f} (recalibrated on 24 cases)" in page
+    case = evaluate(site, [small_cohort / "macs"], split="test", device="cpu", progress=False)["cases"][0]
+    assert case["macs_from_burden"] == pytest.approx(expit(0.5 * case["burden_score"] + 2.0), abs=1e-6)
+    assert case["burden_score"] == pytest.approx(burden["score"], abs=1e-3)
+    # A damaged entry fails when the model is loaded, naming it.
+    damaged = tmp_path / "damaged.safetensors"
+    save_model(damaged, predictor.network, {**predictor.card, BURDEN_CARD_KEY: {"method": "platt", "parameters": {"a": float("inf"), "b": 0.0}}})
+    with pytest.raises(ShmnError, match="'burden_calibration.parameters.a' is inf"):
+        load_predictor(damaged)
+
+
+def test_a_platt_fit_that_turns_the_network_round_is_refused():
+    """On OOD seed 0 Platt scaling of v2.7's MACS head came out at a = -7.3 (the head ranks that cohort backwards):
+    written, the model would have called the most severe-looking children the mildest."""
+    from shmn.training.calibration import CalibrationConfig, refuse_reversed
+
+    logits, labels = overconfident_set(400)
+    config = CalibrationConfig(method="platt", split="test")
+    assert refuse_reversed(fit_calibration(logits, labels, "platt"), config).slope > 0
+    with pytest.raises(ShmnError, match="ranks the groups the wrong way round"):
+        refuse_reversed(fit_calibration(logits, 1.0 - labels, "platt"), config)
+    assert refuse_reversed(fit_calibration(logits, 1.0 - labels, "temperature"), config).slope > 0  # temperature never turns it round

@@ -1,4 +1,4 @@
-"""`shmn calibrate MODEL --data MANIFEST... [--split val] [--method temperature|platt] -o OUT.safetensors`."""
+"""`shmn calibrate MODEL --data MANIFEST... [--split val] [--method temperature|platt] [--macs-burden] -o OUT.safetensors`."""
 
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--split", default="val", choices=SPLITS, help="cases to fit on (default: val)")
     parser.add_argument("--method", default="temperature", choices=("temperature", "platt"), help="default: temperature")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.safetensors", help="the calibrated model file to write")
+    parser.add_argument("--macs-burden", action="store_true",
+                        help="also recalibrate the burden MACS estimate (Platt scaling of its score) on the same cases: "
+                             "for a cohort whose children reach MACS III-V at other lesion burdens than the phantoms it was fitted on")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT (otherwise an error)")
     add_device_option(parser)
     return parser
@@ -34,7 +37,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from shmn.training.calibration import CalibrationConfig, calibrate_model, reliability_path
 
-    entry = calibrate_model(args.model, args.data, args.output, CalibrationConfig(method=args.method, split=args.split),
+    entry = calibrate_model(args.model, args.data, args.output, CalibrationConfig(method=args.method, split=args.split, macs_burden=args.macs_burden),
                             device=args.device, overwrite=args.overwrite, progress=not args.quiet)
     parameters = ", ".join(f"{k} = {v:.4g}" for k, v in entry["parameters"].items())
     print(f"{entry['method']} scaling ({parameters}) fitted on {entry['n_cases']} {entry['split']} cases: "
@@ -46,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
     if thresholds:
         print(f"ventricle operating threshold {thresholds['ventricles']:g} (best mean Dice {thresholds['mean_dice'][format(thresholds['ventricles'], 'g')]:.3f} "
               f"on {len(thresholds['cases'])} {thresholds['split']} cases with a ventricle mask; 0.5 gave {thresholds['mean_dice']['0.5']:.3f})")
+    burden = entry.get("burden_calibration")
+    if burden:
+        print(f"burden MACS estimate: Platt scaling (a = {burden['parameters']['a']:.4g}, b = {burden['parameters']['b']:.4g}) of its score: "
+              f"ECE {burden['ece_before']:.3f} -> {burden['ece_after']:.3f}, NLL {burden['nll_before']:.4f} -> {burden['nll_after']:.4f}")
     print(f"model:       {args.output} sha256 {entry['sha256']}")
     print(f"reliability: {reliability_path(args.output)}")
     return 0

@@ -17,6 +17,9 @@ from typing import Optional
 from shmn.errors import ShmnError
 
 CARD_KEY = "calibration"
+# The burden MACS estimate's own calibration (`shmn calibrate --macs-burden`): Platt scaling of its score, fitted on
+# a site's labelled cases, for a cohort whose children reach MACS III-V at other burdens than our phantoms.
+BURDEN_CARD_KEY = "burden_calibration"
 METHODS = ("temperature", "platt")
 METHOD_NAMES = {"temperature": "temperature scaling", "platt": "Platt scaling"}
 # A probability is turned back into a logit with this margin (a float32 sigmoid saturates at 1.0).
@@ -47,26 +50,33 @@ def logit(probability: float) -> float:
     return math.log(p) - math.log1p(-p)
 
 
-def _number(value: object, what: str, source: str) -> float:
+def _number(value: object, what: str, source: str, key: str = CARD_KEY) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ShmnError(f"{source}: model card '{CARD_KEY}.parameters.{what}' is {value!r}; expected a finite number")
+        raise ShmnError(f"{source}: model card '{key}.parameters.{what}' is {value!r}; expected a finite number")
     return float(value)
 
 
-def calibration_from_card(card: dict, source: str) -> Optional[Calibration]:
-    """The card's calibration, None when it has none; one clear error when it is damaged."""
-    entry = card.get(CARD_KEY)
+def calibration_from_card(card: dict, source: str, key: str = CARD_KEY) -> Optional[Calibration]:
+    """The card's calibration under ``key`` (the network's MACS probability; BURDEN_CARD_KEY: the burden estimate's),
+    None when it has none; one clear error when it is damaged."""
+    entry = card.get(key)
     if entry is None:
         return None
     if not isinstance(entry, dict) or entry.get("method") not in METHODS or not isinstance(entry.get("parameters"), dict):
-        raise ShmnError(f"{source}: model card '{CARD_KEY}' is {entry!r:.120}; expected {{method: {' or '.join(METHODS)}, parameters}}")
+        raise ShmnError(f"{source}: model card '{key}' is {entry!r:.120}; expected {{method: {' or '.join(METHODS)}, parameters}}")
     parameters = entry["parameters"]
     if entry["method"] == "temperature":
-        temperature = _number(parameters.get("temperature"), "temperature", source)
+        temperature = _number(parameters.get("temperature"), "temperature", source, key)
         if temperature <= 0:
-            raise ShmnError(f"{source}: model card '{CARD_KEY}.parameters.temperature' is {temperature}; expected > 0")
+            raise ShmnError(f"{source}: model card '{key}.parameters.temperature' is {temperature}; expected > 0")
         return Calibration("temperature", 1.0 / temperature, 0.0, entry)
-    return Calibration("platt", _number(parameters.get("a"), "a", source), _number(parameters.get("b"), "b", source), entry)
+    return Calibration("platt", _number(parameters.get("a"), "a", source, key), _number(parameters.get("b"), "b", source, key), entry)
+
+
+def check_calibrations(card: dict, source: str) -> None:
+    """Both calibration entries of a card read, or one clear error (at model load, before any case)."""
+    for key in (CARD_KEY, BURDEN_CARD_KEY):
+        calibration_from_card(card, source, key)
 
 
 def calibrate_macs(raw_probability: Optional[float], raw_logit: Optional[float], calibration: Optional[Calibration]) -> tuple[Optional[float], dict]:

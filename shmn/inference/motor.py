@@ -14,6 +14,7 @@ from typing import Optional
 import numpy as np
 import SimpleITK as sitk
 
+from shmn.inference.calibration import Calibration
 from shmn.measures.burden_macs import SHIPPED_BURDEN_MODEL, burden_report_fields
 from shmn.measures.motor_regions import CODES, REGIONS, MotorBurden, motor_burden, template_fractions
 from shmn.preprocessing.preprocess import PreprocessedCase, to_native
@@ -40,23 +41,28 @@ def regions_on_native(prep: PreprocessedCase, native: sitk.Image) -> sitk.Image:
 
 
 def case_motor_burden(probability: Optional[np.ndarray], prep: PreprocessedCase, native: sitk.Image,
-                      threshold: float, network_macs: bool = True) -> Optional[CaseMotorBurden]:
-    """None when the model has no lesion output (``probability`` None); ``network_macs``: the model has a MACS head."""
+                      threshold: float, network_macs: bool = True, calibration: Optional[Calibration] = None) -> Optional[CaseMotorBurden]:
+    """None when the model has no lesion output (``probability`` None); ``network_macs``: the model has a MACS head;
+    ``calibration``: the card's recalibration of the burden score (`shmn calibrate --macs-burden`)."""
     if probability is None:
         return None
     burden = motor_burden(template_lesion_mask(probability, prep, threshold), prep.reference)
-    fields = burden_report_fields(burden, network_available=network_macs)
+    fields = burden_report_fields(burden, network_available=network_macs, calibration=calibration)
     return CaseMotorBurden(burden, fields, regions_on_native(prep, native))
 
 
-def burden_macs_fields(probability: Optional[np.ndarray], prep: PreprocessedCase, threshold: float) -> dict:
+def burden_macs_fields(probability: Optional[np.ndarray], prep: PreprocessedCase, threshold: float,
+                       calibration: Optional[Calibration] = None) -> dict:
     """What `shmn evaluate` records per case (no overview regions): the burden MACS estimate
     (``macs_from_burden``), the lesion mL per motor region it was scored on (``motor_lesion_ml``, both sides)
-    and all lesion mL in template space (``template_lesion_ml``): any other burden score can be tried on a
+    and all lesion mL in template space (``template_lesion_ml``), and the shipped score itself (``burden_score``, the
+    logit before any recalibration): any other burden score can be tried on a
     cohort without predicting it again; None without a lesion output."""
     if probability is None:
-        return {"macs_from_burden": None, "motor_lesion_ml": None, "template_lesion_ml": None}
+        return {"macs_from_burden": None, "burden_score": None, "motor_lesion_ml": None, "template_lesion_ml": None}
     burden = motor_burden(template_lesion_mask(probability, prep, threshold), prep.reference)
-    return {"macs_from_burden": SHIPPED_BURDEN_MODEL.probability(burden),
+    score = SHIPPED_BURDEN_MODEL.score(burden)
+    return {"macs_from_burden": SHIPPED_BURDEN_MODEL.probability(burden) if calibration is None else calibration.probability(score),
+            "burden_score": round(score, 4),
             "motor_lesion_ml": {region: round(burden.lesion_ml(region), 4) for region in REGIONS},
             "template_lesion_ml": round(burden.all_lesion_ml, 4)}

@@ -26,7 +26,7 @@ from shmn.io.atomic import atomic_dir, ensure_writable_dir
 from shmn.io.claim import claim_case
 from shmn.errors import ShmnError
 from shmn.inference.brain import brain_fields, template_on_native
-from shmn.inference.calibration import calibrate_macs, calibration_from_card
+from shmn.inference.calibration import BURDEN_CARD_KEY, calibrate_macs, calibration_from_card, check_calibrations
 from shmn.inference.engine import InferenceOptions, InferenceResult
 from shmn.inference.flips import MIRRORING_NOTE, model_grid_passes
 from shmn.inference.masks import min_lesion_ml, native_probability, threshold_mask, with_enclosed, without_specks
@@ -138,7 +138,7 @@ def load_predictor(model: str | os.PathLike | None = None, registries: list[Path
                 f"registry's {claimed['sha256']}: the file was changed or damaged; results are from an unregistered model"
             )
     entry = entry or {}
-    calibration_from_card(card, str(path))  # a damaged calibration entry fails here, before any case
+    check_calibrations(card, str(path))  # a damaged calibration entry fails here, before any case
     info = ModelInfo(
         name=name or entry.get("name") or card.get("name") or Path(path).name.removesuffix(".safetensors"),
         version=version or entry.get("version") or card.get("version") or "unversioned",
@@ -319,7 +319,8 @@ def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predict
         warnings=list(predictor.warnings) + [w for w in [prep.quality.get("warning")] if w] + list(result.warnings),
         brain=brain_fields(prep, native),
     )
-    motor = case_motor_burden(result.pvl_probability, prep, native, options.pvl_threshold, result.macs_probability is not None)
+    motor = case_motor_burden(result.pvl_probability, prep, native, options.pvl_threshold, result.macs_probability is not None,
+                              calibration_from_card(predictor.card, predictor.info.file, BURDEN_CARD_KEY))
     fields["burden"] = motor.report_fields if motor else None
     timings["postprocess"] += time.perf_counter() - tick
     kept = {k: v for k, v in probabilities.items() if options.probabilities}

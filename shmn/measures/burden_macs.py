@@ -11,6 +11,10 @@ phantom cohort (seed 23) with the shipped model's own lesion masks, the masks th
 fit is also the score's calibration on validation cases; like the network's MACS head, it knows only
 synthetic data.
 
+A site with MACS levels for some of its own children can move the score's operating point: `shmn calibrate
+--macs-burden` fits Platt scaling of the score on them and stores it in the model card; the report then gives the
+recalibrated probability and says so (``recalibrated``, ``recalibration``).
+
 Which estimate the report calls primary is one constant, MACS_PRIMARY, chosen on the out-of-distribution
 cohort (``rank_estimates``, ``benchmarks/ood_compare.py``): the burden score.
 """
@@ -78,9 +82,16 @@ def feature_ml(burden: MotorBurden, feature: str) -> float:
 SHIPPED_BURDEN_MODEL = BurdenModel(BURDEN_MACS_INTERCEPT, dict(BURDEN_MACS_WEIGHTS_PER_ML))
 
 
-def macs_from_burden(burden: MotorBurden, model: BurdenModel = SHIPPED_BURDEN_MODEL) -> dict:
-    """report.json's ``macs_from_burden``: probability, group, the score and each region's share of it."""
-    probability = model.probability(burden)
+def macs_from_burden(burden: MotorBurden, model: BurdenModel = SHIPPED_BURDEN_MODEL, calibration=None) -> dict:
+    """report.json's ``macs_from_burden``: probability, group, the score and each region's share of it.
+    ``calibration`` (shmn.inference.calibration.Calibration, from the card's BURDEN_CARD_KEY): the probability is then
+    the score recalibrated on the cases it was fitted on (the score's own, uncalibrated, kept beside it)."""
+    probability = model.probability(burden) if calibration is None else calibration.probability(model.score(burden))
+    recalibrated = {} if calibration is None else {"recalibration": {
+        "method": "Platt scaling of the score", "parameters": dict(calibration.record.get("parameters") or {}),
+        "fitted_on": {key: calibration.record.get(key) for key in ("split", "n_cases", "manifests") if key in calibration.record},
+        "ece_before": calibration.record.get("ece_before"), "ece_after": calibration.record.get("ece_after"),
+        "uncalibrated_probability_severe": round(model.probability(burden), 4)}}
     return {
         "probability_severe": round(probability, 4),
         "group": "severe" if probability > GROUP_THRESHOLD else "mild",
@@ -91,6 +102,8 @@ def macs_from_burden(burden: MotorBurden, model: BurdenModel = SHIPPED_BURDEN_MO
         "weights_per_ml": dict(model.weights_per_ml),
         "method": "logistic score on all lesion mL and on the lesion mL in each motor pathway (both sides), non-negative weights",
         "fitted_on": BURDEN_MACS_FITTED_BY + "; synthetic data only",
+        "recalibrated": calibration is not None,
+        **recalibrated,
     }
 
 
@@ -102,12 +115,13 @@ def primary_estimate(network_available: bool, burden_available: bool) -> str:
 
 
 def burden_report_fields(burden: Optional[MotorBurden], model: BurdenModel = SHIPPED_BURDEN_MODEL,
-                         network_available: bool = True) -> dict:
+                         network_available: bool = True, calibration=None) -> dict:
     """The report.json entries of this module: motor_burden, macs_from_burden, macs_primary.
-    ``network_available``: whether the network gave its own MACS probability (a model without the MACS head does not)."""
+    ``network_available``: whether the network gave its own MACS probability (a model without the MACS head does not);
+    ``calibration``: the card's recalibration of the score (macs_from_burden)."""
     return {
         "motor_burden": None if burden is None else burden.to_json(),
-        "macs_from_burden": None if burden is None else macs_from_burden(burden, model),
+        "macs_from_burden": None if burden is None else macs_from_burden(burden, model, calibration),
         "macs_primary": primary_estimate(network_available, burden is not None),
     }
 

@@ -80,11 +80,19 @@ def burden_table(report: dict) -> list[dict]:
     return rows
 
 
+def recalibration_label(estimate: dict) -> str:
+    """' (recalibrated on N cases)' when the card's burden recalibration made the probability (`shmn calibrate --macs-burden`)."""
+    if not estimate.get("recalibrated"):
+        return ""
+    cases = ((estimate.get("recalibration") or {}).get("fitted_on") or {}).get("n_cases")
+    return f" (recalibrated on {cases} cases)" if cases else " (recalibrated)"
+
+
 def burden_estimate(report: dict) -> Optional[dict]:
     """The burden MACS estimate and which estimate is primary, as the case report shows them (None: not computed)."""
     estimate = report.get("macs_from_burden")
     if not estimate:
         return None
     primary = report.get("macs_primary") or "network"
-    return {"probability": f"{estimate['probability_severe']:.2f}", "group": estimate["group"],
+    return {"probability": f"{estimate['probability_severe']:.2f}" + recalibration_label(estimate), "group": estimate["group"],
             "primary": PRIMARY_NAMES.get(primary, primary), "note": (report.get("motor_burden") or {}).get("atlas", "")}

@@ -11,6 +11,10 @@ bins of p(severe) over [0, 1], sample-weighted |observed severe fraction - mean 
 A reliability diagram (PNG) is drawn next to the new model file. The weights are copied unchanged;
 the card gains ``"calibration"`` (shmn.inference.calibration applies it in `shmn predict`).
 
+With ``--macs-burden`` the burden MACS estimate's score (shmn.measures.burden_macs, fitted on our phantoms) is
+recalibrated on the same cases by Platt scaling (card ``"burden_calibration"``): its ranking travelled to
+out-of-distribution cohorts, its operating point did not (README, "MACS against the OOD cohorts' noise-free groups").
+
 The same cases with a ventricle mask also choose the ventricle map's operating threshold
 (``"operating_thresholds"`` in the card; predict's 0.5 otherwise): the threshold of best mean Dice on each
 case's native grid among VENTRICLE_THRESHOLDS. A plain-BCE ventricle head can rank voxels well yet stay
@@ -31,7 +35,7 @@ from scipy.optimize import minimize
 from scipy.special import expit
 
 from shmn.errors import ShmnError
-from shmn.inference.calibration import CARD_KEY, METHOD_NAMES, METHODS
+from shmn.inference.calibration import BURDEN_CARD_KEY, CARD_KEY, METHOD_NAMES, METHODS
 from shmn.measures.metrics import expected_calibration_error
 
 ECE_BINS = 10
@@ -49,6 +53,7 @@ class CalibrationConfig:
     method: str = "temperature"  # "temperature" | "platt"
     split: str = "val"
     bins: int = ECE_BINS
+    macs_burden: bool = False  # also recalibrate the burden MACS estimate's score (card BURDEN_CARD_KEY)
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,16 @@ def fit_calibration(logits: Sequence[float], labels: Sequence[float], method: st
     )
 
 
+def refuse_reversed(fit: CalibrationFit, config: CalibrationConfig) -> CalibrationFit:
+    """``fit``, unless it turns the probability round (Platt's a <= 0: on the fitting cases the network's MACS head ranks
+    the groups backwards, and the calibrated model would call the most severe-looking child the mildest)."""
+    if fit.slope <= 0:
+        raise ShmnError(f"--method {fit.method}: on these {config.split} cases the network's MACS head ranks the groups the wrong way "
+                        f"round (fitted a = {fit.slope:.3g} <= 0), and the fit would turn its probability round; nothing written. "
+                        "Use --method temperature (keeps the ranking) or more cases")
+    return fit
+
+
 def _reliability_points(probabilities: np.ndarray, labels: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per non-empty equal-width bin: mean probability, observed severe fraction, count."""
     which = np.minimum((probabilities * bins).astype(int), bins - 1)
@@ -148,20 +163,40 @@ def reliability_path(model_output: str | Path) -> Path:
     return path.with_name(path.name.removesuffix(".safetensors") + RELIABILITY_SUFFIX)
 
 
-def collect_logits(predictor, samples, device: str, progress: bool = True) -> tuple[list[float], list[float], list[str]]:
-    """(raw MACS logits, labels, case ids) of the samples with a MACS label, through predict's inference path."""
-    from shmn.inference.predict import PredictOptions, predict_native
+def collect_logits(predictor, samples, device: str, progress: bool = True) -> tuple[list[float], list[float], list[str], list[float | None]]:
+    """(raw MACS logits, labels, case ids, burden scores) of the samples with a MACS label, through predict's inference
+    path; the burden score is the shipped burden estimate's logit on the case's lesions (None without a lesion output)."""
+    from shmn.inference.motor import burden_macs_fields
+    from shmn.inference.predict import MASK_THRESHOLD, PredictOptions, predict_native
     from shmn.io.volume_io import read_volume
     from shmn.progress import progress_bar
 
     labelled = [s for s in samples if s.macs is not None]
-    logits, labels, ids = [], [], []
+    logits, labels, ids, scores = [], [], [], []
     for sample in progress_bar(labelled, desc="calibration cases", unit="case", enabled=progress):
         prediction = predict_native(read_volume(sample.image), predictor, PredictOptions(device=device), source=str(sample.image))
         logits.append(float(prediction.result.macs_logit))
         labels.append(float(sample.macs))
         ids.append(sample.id)
-    return logits, labels, ids
+        scores.append(burden_macs_fields(prediction.result.pvl_probability, prediction.prep, MASK_THRESHOLD)["burden_score"])
+    return logits, labels, ids, scores
+
+
+def burden_calibration_entry(scores: Sequence[float | None], labels: Sequence[float], ids: Sequence[str], config: CalibrationConfig,
+                             manifests) -> dict:
+    """The card's BURDEN_CARD_KEY entry: Platt scaling of the burden score on these cases (a site whose children reach
+    MACS III-V at other burdens than our phantoms moves the estimate's operating point, not its ranking, when a > 0)."""
+    if any(score is None for score in scores):
+        raise ShmnError("--macs-burden: the model has no lesion output, so no burden estimate to calibrate")
+    fit = fit_calibration(scores, labels, "platt", config.bins)
+    if fit.slope <= 0:  # more lesion would then lower the risk: the cases cannot carry the fit
+        raise ShmnError(f"--macs-burden: on these {len(labels)} cases the fit turns the burden estimate round (a = {fit.slope:.3g} <= 0: "
+                        "more lesion would mean less risk); calibrate on more cases, with lesion burden in both groups")
+    return {"method": "platt", "parameters": fit.parameters, "of": "the burden MACS estimate's score (shmn.measures.burden_macs)",
+            "split": config.split, "n_cases": len(labels), "n_severe": int(sum(labels)), "ece_bins": f"{config.bins} equal-width bins over [0, 1]",
+            "ece_before": round(fit.ece_before, 4), "ece_after": round(fit.ece_after, 4),
+            "nll_before": round(fit.nll_before, 4), "nll_after": round(fit.nll_after, 4),
+            "manifests": [str(m) for m in manifests], "cases": list(ids)}
 
 
 def choose_threshold(probabilities: Sequence[np.ndarray], references: Sequence[np.ndarray],
@@ -237,12 +272,12 @@ def calibrate_model(model, manifests, output: str | Path, config: CalibrationCon
     if getattr(predictor.network, "macs", None) is None:
         raise ShmnError(f"{model_path}: the model has no MACS classifier; nothing to calibrate")
     samples = split_samples(load_manifests(manifests), config.split)
-    logits, labels, ids = collect_logits(predictor, samples, device, progress)
+    logits, labels, ids, burden_scores = collect_logits(predictor, samples, device, progress)
     groups = set(labels)
     if len(labels) < 2 or len(groups) < 2:
         raise ShmnError(f"--split {config.split}: {len(labels)} case(s) with a MACS group ({', '.join(sorted('severe' if g else 'mild' for g in groups)) or 'none'}); "
                         "calibration needs at least 2, of both groups")
-    fit = fit_calibration(logits, labels, config.method, config.bins)
+    fit = refuse_reversed(fit_calibration(logits, labels, config.method, config.bins), config)
     name = f"{predictor.info.name} {predictor.info.version}"
     figure = reliability_figure(logits, labels, fit, f"MACS reliability, {name}\n{config.split} split, {len(labels)} cases", config.bins)
     entry = {
@@ -265,6 +300,8 @@ def calibrate_model(model, manifests, output: str | Path, config: CalibrationCon
     thresholds = fit_ventricle_threshold(predictor, samples, device, progress)
     card = dict(predictor.card)
     card[CARD_KEY] = entry
+    if config.macs_burden:
+        card[BURDEN_CARD_KEY] = burden_calibration_entry(burden_scores, labels, ids, config, manifests)
     if thresholds is not None:
         card[THRESHOLDS_KEY] = dict(thresholds, split=config.split)
     version = str(card.get("version") or predictor.info.version)
@@ -273,4 +310,6 @@ def calibrate_model(model, manifests, output: str | Path, config: CalibrationCon
     entry = dict(entry, sha256=save_model(output, predictor.network, card))
     if thresholds is not None:
         entry["operating_thresholds"] = card[THRESHOLDS_KEY]
+    if config.macs_burden:
+        entry["burden_calibration"] = card[BURDEN_CARD_KEY]
     return entry

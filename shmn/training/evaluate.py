@@ -154,7 +154,7 @@ def markdown_table(summary: dict) -> str:
 def evaluate_sample(predictor, sample: Sample, device: str, cache=None, native_boundary: bool = True, tta: bool = True) -> dict:
     """One case's metrics; ``cache`` (a CaseCache with the model card's preprocessing) supplies, and keeps,
     the preprocessed image, so that several models evaluated on one cohort preprocess it once."""
-    from shmn.inference.calibration import calibrate_macs, calibration_from_card
+    from shmn.inference.calibration import BURDEN_CARD_KEY, calibrate_macs, calibration_from_card
     from shmn.inference.motor import burden_macs_fields
     from shmn.inference.predict import MASK_THRESHOLD, PredictOptions, predict_native
 
@@ -177,7 +177,8 @@ def evaluate_sample(predictor, sample: Sample, device: str, cache=None, native_b
         "macs_probability": calibrate_macs(prediction.result.macs_probability, prediction.result.macs_logit,
                                            calibration_from_card(predictor.card, predictor.info.file))[0],
         # The second, interpretable estimate: the burden score on the predicted lesions' motor-pathway burden.
-        **burden_macs_fields(prediction.result.pvl_probability, prediction.prep, MASK_THRESHOLD),
+        **burden_macs_fields(prediction.result.pvl_probability, prediction.prep, MASK_THRESHOLD,
+                             calibration_from_card(predictor.card, predictor.info.file, BURDEN_CARD_KEY)),
         "macs_true": sample.macs,
         "registration_ok": bool(prediction.prep.quality.get("ok", True)),
         # How far the ventricles stand out from the tissue around them (the boundary step's read; None without it).
