@@ -261,6 +261,10 @@ def test_batch_with_a_broken_file_goes_on_and_says_which_failed(anatomy, tiny, t
     assert rows["a_good"]["status"] == rows["c_good"]["status"] == "ok"
     assert rows["b_broken"]["status"] == "failed" and "truncated" in rows["b_broken"]["error"]
     assert rows["a_good"]["macs_group"] in ("mild", "severe") and float(rows["a_good"]["pvl_volume_ml"]) >= 0
+    report = json.loads((out / "a_good" / "report.json").read_text())
+    visible = (report["ventricles"].get("visibility") or {}).get("visible")
+    assert rows["a_good"]["ventricle_boundary_visible"] == ("" if visible is None else str(visible))
+    assert rows["b_broken"]["ventricle_boundary_visible"] == ""
     assert sorted(p.name for p in out.iterdir()) == ["a_good", "c_good", "summary.csv", "summary.html"]
 
 

@@ -80,3 +80,15 @@ def test_without_the_boundary_step_or_the_ventricle_task_nothing_is_claimed():
     assert model_boundary["ventricles"]["visibility"]["visible"] is None and model_boundary["warnings"] == ["an earlier warning"]
     assert _report(None, _boundary_fields(0.95))["ventricles"]["visibility"] is None
 
+
+
+def test_the_batch_summary_row_says_whether_the_boundary_was_visible():
+    from shmn.reporting.report import SUMMARY_COLUMNS, summary_row
+
+    def row(report: dict) -> dict:
+        return summary_row({**report, "macs": {**report["macs"], "group": None}}, 1.0)
+
+    assert "ventricle_boundary_visible" in SUMMARY_COLUMNS
+    assert row(_report(14.2, _boundary_fields(0.95)))["ventricle_boundary_visible"] == "False"
+    assert row(_report(14.2, _boundary_fields(0.2)))["ventricle_boundary_visible"] == "True"
+    assert row(_report(None, None))["ventricle_boundary_visible"] == ""

@@ -32,7 +32,8 @@ from shmn.measures.motor_regions import REGIONS, MotorBurden
 ESTIMATES = ("network", "burden")  # the two MACS estimates in report.json
 # Chosen on the OOD cohort (benchmarks/ood_compare.py, 24 OOD cases): with the shipped model's (v2.5) lesions the
 # burden score ranks the MACS groups at AUC 0.931 (0.943 on the second OOD cohort, seed 7), the network's MACS
-# head at 0.597 (0.671). The network's head fails out of distribution; the burden holds (README).
+# head at 0.597 (0.671). The network's head fails out of distribution; the burden holds (README). Still so with v2.7 on
+# five OOD cohorts (seeds 0/7/13/31/37, stop 29): burden 0.938/0.943/0.859/0.735/0.722, network 0.486/0.700/0.785/0.655/0.615.
 MACS_PRIMARY = "burden"
 GROUP_THRESHOLD = 0.5  # as the network's: p > 0.5 -> severe (MACS III-V)
 ALL_LESIONS = "all_lesions"  # the feature of every lesion mL, in a motor region or not

@@ -31,6 +31,7 @@ SUMMARY_COLUMNS = (
     "pvl_volume_ml",
     "lesion_count",
     "ventricle_volume_ml",
+    "ventricle_boundary_visible",
     "registration_ok",
     "registration_nmi",
     "seconds",
@@ -181,6 +182,8 @@ def summary_row(report: dict, seconds: float) -> dict:
         "pvl_volume_ml": _blank(report["pvl"]["volume_ml"]),
         "lesion_count": _blank(report["pvl"]["lesion_count"]),
         "ventricle_volume_ml": _blank(report["ventricles"]["volume_ml"]),
+        # False: the image shows no ventricle boundary (CSF not nulled), the volume is the model's shape estimate.
+        "ventricle_boundary_visible": _blank((report["ventricles"].get("visibility") or {}).get("visible")),
         # The registration check, for summary.html's quality plot.
         "registration_ok": _blank(report["preprocessing"].get("registration_quality", {}).get("ok")),
         "registration_nmi": _blank(report["preprocessing"].get("registration_quality", {}).get("nmi")),
