@@ -81,7 +81,7 @@ class BoundaryResult:
     level_read_twice: bool = False  # the structure level was read again from its nearly pure voxels
     # How far the structure stands out: the first read's median contrast (tissue minus structure, so positive where
     # the structure is the darker, as nulled CSF is) over the model's mask, in units of the tissue voxels' spread
-    # (None: the step could not read levels). Ventricles: shmn.inference.ventricle_visibility reads it.
+    # (None: the step could not read levels). Ventricles: shmn.measures.ventricle_visibility reads it.
     contrast_to_spread: float | None = None
 
     def report_fields(self, config: BoundaryConfig) -> dict:

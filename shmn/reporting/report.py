@@ -3,8 +3,8 @@
 Keys (docs/DESIGN.md section 3, "at least"): case; macs.probability_severe (calibrated when the model
 carries a calibration), macs.group, macs.calibrated, macs.calibration; pvl.volume_ml, pvl.lesions
 [{centre_ras_mm, volume_ml, mean_probability, uncertainty, review}], pvl.centres_from_localization; ventricles.volume_ml;
-ventricles.visibility (how far the CSF stands
-out: shmn.measures.ventricle_visibility); model.name/version/sha256; preprocessing (params, registration quality); timings_s; disclaimer; brain
+ventricles.visibility (how far the CSF stands out: shmn.measures.ventricle_visibility); model.name/version/sha256;
+preprocessing (params, registration quality); timings_s; disclaimer; brain
 (volume_ml, extraction method/version, intracranial_volume_ml where the whole head is in view) and
 registration (ok, figures, warning: a failed check is never silent).
 motor_burden (lesion mL, region mL and share per motor region and side, totals; in template space, regions
