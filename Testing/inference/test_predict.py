@@ -211,7 +211,7 @@ def test_report_keys_and_types(oriented, tiny):
     assert report["model"]["sha256"] == tiny[1]
     assert "params" in report["preprocessing"] and "ok" in report["preprocessing"]["registration_quality"]
     boundary = report["inference"]["boundary"]  # the native-grid boundaries, on by default
-    assert boundary["ventricles"]["method"].startswith("native-grid") and boundary["ventricles"]["band_mm"] == 3.0
+    assert boundary["ventricles"]["method"].startswith("native-grid") and boundary["ventricles"]["band_mm"] == 4.5
     assert isinstance(boundary["pvl"]["applied"], bool) and boundary["pvl"]["band_mm"] == 2.0
     for key in ("read", "register", "n4", "inference", "write", "total"):
         assert report["timings_s"][key] >= 0
