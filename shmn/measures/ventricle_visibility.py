@@ -41,3 +41,8 @@ def visibility_warning(visibility: dict) -> str | None:
             f"tissue's voxel spread, below {visibility['visible_min']:.1f}): the image shows no clear ventricle "
             "boundary, so the ventricle mask and volume are the model's shape estimate; check them against the image "
             "(was the CSF nulled?)")
+
+
+def reported_visibility(report: dict) -> bool | None:
+    """report.json's ``ventricles.visibility.visible`` (None: not measured, or an older report without it)."""
+    return ((report.get("ventricles") or {}).get("visibility") or {}).get("visible")

@@ -23,6 +23,7 @@ import SimpleITK as sitk
 
 from shmn import __version__
 from shmn.io.atomic import write_text
+from shmn.measures.ventricle_visibility import reported_visibility
 from shmn.reporting.motor import burden_estimate, burden_table
 from shmn.reporting.patient import PatientHeader, read_patient_header
 from shmn.reporting.regions import lesion_regions
@@ -216,7 +217,7 @@ def case_context(report: dict, header: PatientHeader, planes_png: Optional[bytes
             ("PVL lesions, total", _fmt(pvl.get("volume_ml"), 2, " mL")),
             ("Number of lesions", MISSING if pvl.get("lesion_count") is None else str(pvl["lesion_count"])),
             ("Lateral ventricles", _fmt(report["ventricles"].get("volume_ml"), 1, " mL")
-             + (" (boundary not visible on this image: check)" if (report["ventricles"].get("visibility") or {}).get("visible") is False else "")),
+             + (" (boundary not visible on this image: check)" if reported_visibility(report) is False else "")),
             ("Brain", _fmt(brain.get("volume_ml"), 0, " mL") if brain.get("volume_ml") is not None else MISSING + " (not computed by this version)"),
         ],
         "lesions": lesion_rows(report, regions),

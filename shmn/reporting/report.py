@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shmn import DISCLAIMER, __version__
-from shmn.measures.ventricle_visibility import ventricle_visibility, visibility_warning
+from shmn.measures.ventricle_visibility import reported_visibility, ventricle_visibility, visibility_warning
 
 MACS_THRESHOLD = 0.5  # paper: probability > 0.5 -> severe (MACS III-V)
 SUMMARY_COLUMNS = (
@@ -183,7 +183,7 @@ def summary_row(report: dict, seconds: float) -> dict:
         "lesion_count": _blank(report["pvl"]["lesion_count"]),
         "ventricle_volume_ml": _blank(report["ventricles"]["volume_ml"]),
         # False: the image shows no ventricle boundary (CSF not nulled), the volume is the model's shape estimate.
-        "ventricle_boundary_visible": _blank((report["ventricles"].get("visibility") or {}).get("visible")),
+        "ventricle_boundary_visible": _blank(reported_visibility(report)),
         # The registration check, for summary.html's quality plot.
         "registration_ok": _blank(report["preprocessing"].get("registration_quality", {}).get("ok")),
         "registration_nmi": _blank(report["preprocessing"].get("registration_quality", {}).get("nmi")),
@@ -221,7 +221,7 @@ def findings(report: dict, describe_group: bool = False) -> list[str]:
     if pvl["volume_ml"] is not None:
         parts.append(f"PVL {pvl['volume_ml']:.2f} mL in {pvl['lesion_count']} lesion(s)")
     if report["ventricles"]["volume_ml"] is not None:
-        unclear = (report["ventricles"].get("visibility") or {}).get("visible") is False
+        unclear = reported_visibility(report) is False
         parts.append(f"ventricles {report['ventricles']['volume_ml']:.1f} mL" + (" (boundary not visible: check)" if unclear else ""))
     return parts
 
