@@ -4,7 +4,8 @@
   IDs, names, colours and terminology are exactly what the engine wrote; shown in 2D and 3D;
 - lesion centres: a markups point list, one control point per lesion of ``report.json`` (RAS mm);
 - results table: one row per lesion (with its mean probability, uncertainty and a "REVIEW: model unsure"
-  flag where the engine flagged it), then totals, MACS prediction (calibrated or not), the motor-pathway
+  flag where the engine flagged it), the candidates the engine left out of the mask because the image does not
+  show them (flagged "REVIEW: not shown by the image"), then totals, MACS prediction (calibrated or not), the motor-pathway
   burden and the burden MACS estimate, and the model's identity.
 
 All three go under the input volume's parent in the subject hierarchy (its study) and under the
@@ -78,6 +79,7 @@ class ResultSummary:
     macsCalibration: str = ""  # macsCalibrationLabel
     lesionsToReview: int = 0  # lesions the engine flagged: the model is unsure of them
     ventriclesVisible: bool | None = None  # False: the image shows no clear ventricle boundary (report.json ventricles.visibility)
+    lesionsNotShown: int = 0  # candidates the engine left out of the mask: the image does not show them (pvl.not_shown)
 
     @classmethod
     def fromReport(cls, report: dict) -> "ResultSummary":
@@ -98,6 +100,7 @@ class ResultSummary:
             macsCalibration=macsCalibrationLabel(report),
             lesionsToReview=sum(bool(lesion.get("review")) for lesion in pvl.get("lesions") or []),
             ventriclesVisible=(report["ventricles"].get("visibility") or {}).get("visible"),
+            lesionsNotShown=len(_notShown(report)),
         )
 
     def text(self) -> str:
@@ -108,6 +111,8 @@ class ResultSummary:
             + (f", {self.macsCalibration}" if self.macsCalibration else "") if self.macsGroup else f"MACS: {na}",
             f"PVL: {self.pvlVolumeMl:.2f} mL in {self.lesionCount} lesion(s)"
             + (f", {self.lesionsToReview} flagged for review (model unsure)" if self.lesionsToReview else "")
+            + (f"; {self.lesionsNotShown} more candidate(s) the image does not show, not in the mask: check"
+               if self.lesionsNotShown else "")
             if self.pvlVolumeMl is not None else f"PVL: {na}",
             f"Lateral ventricles: {self.ventriclesVolumeMl:.1f} mL"
             + (" (boundary not visible on this image: check)" if self.ventriclesVisible is False else "")
@@ -116,6 +121,11 @@ class ResultSummary:
         ]
         lines += [f"Warning: {warning}" for warning in self.warnings]
         return "\n".join(lines + [self.disclaimer])
+
+
+def _notShown(report: dict) -> list[dict]:
+    """report.json's candidates left out of the lesion mask (an older engine wrote none)."""
+    return (report["pvl"].get("not_shown") or {}).get("candidates") or []
 
 
 def _number(value, digits: int) -> str:
@@ -142,6 +152,10 @@ def tableRows(report: dict, caseReport: Path | None = None) -> list[tuple[str, .
     for index, lesion in enumerate(report["pvl"].get("lesions") or [], start=1):
         r, a, s = (f"{float(v):.1f}" for v in lesion["centre_ras_mm"])
         rows.append((f"PVL lesion {index}", _number(lesion["volume_ml"], 4), "mL", r, a, s) + lesionReview(lesion))
+    for index, candidate in enumerate(_notShown(report), start=1):
+        r, a, s = (f"{float(v):.1f}" for v in candidate["centre_ras_mm"])
+        rows.append((f"Candidate not shown by the image {index}", _number(candidate["volume_ml"], 4), "mL", r, a, s, "", "", "",
+                     "REVIEW: not shown by the image (not in the mask)"))
     summary = ResultSummary.fromReport(report)
     model = report["model"]
     rows += [

@@ -91,3 +91,19 @@ def test_summary_and_table_say_check_where_the_ventricles_do_not_stand_out(scene
     report["ventricles"]["visibility"] = ventricle_visibility({"ventricles": {"contrast_to_spread": 6.0}})
     assert "(boundary not visible" not in ResultSummary.fromReport(report).text()
     assert {row[0]: row for row in table_cells(importResultsTable(report, scene, "clear"))}["Lateral ventricles total"][-1] == ""
+
+
+def test_summary_and_table_list_the_candidates_the_image_does_not_show(scene):
+    from SHMNSegmenterLib.results import ResultSummary, importResultsTable
+
+    report = report_with_flags(True)
+    report["pvl"]["not_shown"] = {"count": 1, "volume_ml": 0.25, "visible_min": 1.5, "candidates": [
+        {"centre_ras_mm": [-12.0, 5.0, 20.0], "volume_ml": 0.25, "contrast_to_spread": 0.7}]}
+    assert "; 1 more candidate(s) the image does not show, not in the mask: check" in ResultSummary.fromReport(report).text()
+    rows = {row[0]: row for row in table_cells(importResultsTable(report, scene, "not-shown"))}
+    candidate = rows["Candidate not shown by the image 1"]
+    assert candidate[1:6] == ["0.2500", "mL", "-12.0", "5.0", "20.0"]
+    assert candidate[-1] == "REVIEW: not shown by the image (not in the mask)"
+    assert rows["PVL lesion count"][1] == "2"  # the mask's lesions only
+    del report["pvl"]["not_shown"]  # an older engine
+    assert "does not show" not in ResultSummary.fromReport(report).text()

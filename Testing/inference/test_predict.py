@@ -265,6 +265,8 @@ def test_batch_with_a_broken_file_goes_on_and_says_which_failed(anatomy, tiny, t
     visible = (report["ventricles"].get("visibility") or {}).get("visible")
     assert rows["a_good"]["ventricle_boundary_visible"] == ("" if visible is None else str(visible))
     assert rows["b_broken"]["ventricle_boundary_visible"] == ""
+    assert rows["a_good"]["lesion_candidates_not_shown"] == str(report["pvl"]["not_shown"]["count"])
+    assert rows["b_broken"]["lesion_candidates_not_shown"] == ""
     assert sorted(p.name for p in out.iterdir()) == ["a_good", "c_good", "summary.csv", "summary.html"]
 
 

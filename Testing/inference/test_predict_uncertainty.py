@@ -12,6 +12,7 @@ import SimpleITK as sitk
 from engine_fixtures import make_tiny_model
 from shmn.cli import main
 from shmn.measures.lesion_uncertainty import binary_entropy_bits
+from shmn.measures.lesion_visibility import split_by_visibility
 from shmn.measures.lesions import lesion_components
 from shmn.reporting.overview import REVIEW_COLOUR, render_overview
 
@@ -35,6 +36,9 @@ def predicted(anatomy, tmp_path_factory):
     path = write_case(anatomy, root / "in", "case1")
     out = root / "out"
     assert main(["predict", str(path), "-o", str(out), "--model", str(model), "--device", "cpu", "--quiet", "--probabilities", "--tta"]) == 0
+    # The same case with every component kept, to check which ones the default left out.
+    assert main(["predict", str(path), "-o", str(root / "all"), "--model", str(model), "--device", "cpu", "--quiet", "--tta",
+                 "--keep-lesions-not-shown"]) == 0
     return out / "case1", json.loads((out / "case1" / "report.json").read_text(encoding="utf-8"))
 
 
@@ -62,9 +66,27 @@ def test_report_lesions_carry_probability_uncertainty_and_review(predicted):
     assert report["macs"]["calibrated"] is False and "no calibration" in report["macs"]["calibration"]["note"]
 
 
+def test_components_the_image_does_not_show_leave_the_mask_and_are_listed(predicted):
+    folder, report = predicted
+    every = sitk.ReadImage(str(folder.parent.parent / "all" / "case1" / "pvl.nii.gz"))
+    image = sitk.ReadImage(report["input"]["path"], sitk.sitkFloat32)
+    ventricles = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "ventricles.nii.gz")))
+    shown, not_shown, rows = split_by_visibility(sitk.GetArrayFromImage(every), sitk.GetArrayFromImage(image),
+                                                 image.GetSpacing()[::-1], ventricles)
+    section = report["pvl"]["not_shown"]
+    # (What leaves the mask on an image that shows nothing: Testing/inference/test_lesions_not_shown.py.)
+    assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "pvl.nii.gz"))) > 0, shown)
+    assert section["count"] == len(section["candidates"]) == sum(not row.visible for row in rows)
+    assert sorted(c["contrast_to_spread"] for c in section["candidates"]) == pytest.approx(
+        sorted(row.contrast_to_spread for row in rows if not row.visible), abs=0.01)
+    assert section["volume_ml"] == pytest.approx(not_shown.sum() * np.prod(image.GetSpacing()) / 1000, abs=1e-3)
+    assert report["pvl"]["volume_ml"] == pytest.approx(shown.sum() * np.prod(image.GetSpacing()) / 1000, abs=1e-3)
+    assert any("do not stand out from the tissue around them" in warning for warning in report["warnings"]) is (section["count"] > 0)
+
+
 def test_overview_marks_the_flagged_lesions(predicted):
     folder, report = predicted
-    flagged = any(lesion["review"] for lesion in report["pvl"]["lesions"])
+    flagged = any(lesion["review"] for lesion in report["pvl"]["lesions"]) or report["pvl"]["not_shown"]["count"] > 0
     assert (_review_pixels(folder / "overview.png") > 0) is flagged
 
 

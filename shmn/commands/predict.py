@@ -39,6 +39,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--min-lesion-ml", type=_non_negative_ml, default=None, metavar="ML",
                         help="drop lesion components smaller than this (mL); default: one voxel of the lesion grid "
                              "(0.008 mL at 2 mm, 0.001 mL at 1 mm); 0 keeps every component")
+    parser.add_argument("--keep-lesions-not-shown", action="store_true",
+                        help="keep in the lesion mask the components that do not stand out from the tissue around them "
+                             "(by default they are left out of the mask, volume and motor burden and listed in report.json "
+                             "pvl.not_shown)")
     add_boundary_option(parser)
     return parser
 
@@ -73,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         lesion_1mm={"auto": None, "1mm": True, "2mm": False}[getattr(args, "lesion_grid", "auto")],
         min_lesion_ml=getattr(args, "min_lesion_ml", None),
         native_boundary=getattr(args, "boundary", "native") == "native",
+        lesions_shown_only=not getattr(args, "keep_lesions_not_shown", False),
     )
     created = not out_dir.exists()
     try:

@@ -1,14 +1,18 @@
 """Model-grid probabilities onto the input's own grid, and from there into masks: the threshold and, for
-lesions, the smallest component the lesion grid can resolve, for ventricles what they enclose
-(shmn.inference.predict.predict_native)."""
+lesions, the smallest component the lesion grid can resolve and the components the image shows, for ventricles
+what they enclose (shmn.inference.predict.predict_native)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from shmn.measures.lesions import without_small_components
+from shmn.io.volume_io import index_to_ras
+from shmn.measures.lesion_visibility import split_by_visibility
+from shmn.measures.lesions import lesion_centres, lesion_components, without_small_components
 from shmn.preprocessing.preprocess import PreprocessedCase, to_native
 
 
@@ -81,3 +85,48 @@ def with_enclosed(mask: sitk.Image) -> sitk.Image:
     out = sitk.GetImageFromArray(array.astype(np.uint8))
     out.CopyInformation(mask)
     return out
+
+
+@dataclass(frozen=True)
+class LesionsNotShown:
+    """The lesion components the image does not show (shmn.measures.lesion_visibility), taken out of the mask."""
+
+    mask: sitk.Image  # uint8 0/1 on the input's grid
+    candidates: list[dict]  # per component: centre (RAS mm), volume (mL), contrast to the tissue's spread; largest first
+
+    @property
+    def volume_ml(self) -> float:
+        return float(sum(row["volume_ml"] for row in self.candidates))
+
+
+def split_shown_lesions(pvl: sitk.Image, native: sitk.Image, ventricles: sitk.Image) -> tuple[sitk.Image, LesionsNotShown]:
+    """(the lesion mask without the components that do not stand out from the tissue around them, those components)."""
+    spacing_zyx = native.GetSpacing()[::-1]
+    shown, not_shown, contrasts = split_by_visibility(sitk.GetArrayViewFromImage(pvl), sitk.GetArrayViewFromImage(native),
+                                                      spacing_zyx, sitk.GetArrayViewFromImage(ventricles))
+    hidden = {row.label: row.contrast_to_spread for row in contrasts if not row.visible}
+    # lesion_centres labels the same mask the same way (lesion_components), so its labels are the contrasts' labels.
+    candidates = [{"centre_ras_mm": [round(v, 2) for v in index_to_ras(pvl, lesion.centre_zyx[::-1])],
+                   "volume_ml": round(lesion.volume_ml, 4), "contrast_to_spread": round(hidden[lesion.label], 2)}
+                  for lesion in lesion_centres(sitk.GetArrayViewFromImage(pvl), spacing_zyx) if lesion.label in hidden] if hidden else []
+    images = []
+    for array in (shown, not_shown):
+        image = sitk.GetImageFromArray(array.astype(np.uint8))
+        image.CopyInformation(pvl)
+        images.append(image)
+    return images[0], LesionsNotShown(images[1], sorted(candidates, key=lambda row: -row["volume_ml"]))
+
+
+def without_not_shown(probability: np.ndarray, threshold: float, case: PreprocessedCase, shown: sitk.Image,
+                      not_shown: sitk.Image) -> np.ndarray:
+    """The model-grid lesion probability without its thresholded components that, on the input's grid, became only
+    lesions the image does not show: the motor burden (template space) reads the model grid, and must not count what
+    the lesion mask left out."""
+    def footprint(mask: sitk.Image) -> np.ndarray:  # model-grid voxels that any native voxel of the mask reaches
+        on_grid = sitk.Resample(sitk.Cast(mask, sitk.sitkFloat32), case.reference, case.transform, sitk.sitkLinear, 0.0)
+        return sitk.GetArrayViewFromImage(on_grid) > 0
+
+    labels, _ = lesion_components(np.asarray(probability) >= threshold)
+    dropped = np.setdiff1d(np.unique(labels[footprint(not_shown)]), np.unique(labels[footprint(shown)]))
+    dropped = dropped[dropped > 0]
+    return np.where(np.isin(labels, dropped), 0.0, probability).astype(np.asarray(probability).dtype, copy=False) if dropped.size else probability

@@ -29,7 +29,8 @@ from shmn.inference.brain import brain_fields, template_on_native
 from shmn.inference.calibration import BURDEN_CARD_KEY, calibrate_macs, calibration_from_card, check_calibrations
 from shmn.inference.engine import InferenceOptions, InferenceResult
 from shmn.inference.flips import MIRRORING_NOTE, model_grid_passes
-from shmn.inference.masks import min_lesion_ml, native_probability, threshold_mask, with_enclosed, without_specks
+from shmn.inference.masks import (LesionsNotShown, min_lesion_ml, native_probability, split_shown_lesions, threshold_mask,
+                                  with_enclosed, without_not_shown, without_specks)
 from shmn.inference.motor import case_motor_burden
 from shmn.inference.native_boundary import refine_native
 from shmn.measures.lesions import density_peaks, lesion_centres
@@ -90,6 +91,9 @@ class PredictOptions:
     lesion_review_disagreement: float = REVIEW_DISAGREEMENT
     lesion_1mm: bool | None = None  # None: the 1 mm lesion refiner when the model links one; False: 2 mm (shmn.inference.refine)
     native_boundary: bool = True  # lesion and ventricle boundaries read from the input's own intensities (shmn.inference.native_boundary)
+    # Lesion components that do not stand out from the tissue around them leave the mask, listed in the report
+    # (shmn.measures.lesion_visibility); False: every component the threshold gives stays.
+    lesions_shown_only: bool = True
 
 
 @dataclass
@@ -208,6 +212,8 @@ class NativePrediction:
     network_probabilities: dict[str, sitk.Image] | None = None  # before that refinement (None: the same as probabilities)
     # With --tta: the PVL probability's per-voxel spread over the plain and the mirrored pass, model grid (shmn.inference.flips).
     flip_spread: np.ndarray | None = None
+    not_shown: LesionsNotShown | None = None  # lesion components taken out because the image does not show them
+    burden_lesions: np.ndarray | None = None  # the model-grid PVL probability the motor burden reads (without not_shown)
 
     def has(self, task: str) -> bool:
         """Whether the model has the segmentation ``task`` ("pvl" or "ventricles")."""
@@ -253,10 +259,16 @@ def predict_native(native: sitk.Image, predictor: Predictor, options: PredictOpt
         # What the ventricles enclose in a slice is ventricle (choroid plexus, poorly nulled CSF): masks.with_enclosed.
         "ventricles": with_enclosed(threshold_mask(probabilities["ventricles"], options.ventricle_threshold)),
     }
+    not_shown, burden_lesions = None, result.pvl_probability
+    if options.lesions_shown_only and result.pvl_probability is not None:
+        masks["pvl"], not_shown = split_shown_lesions(masks["pvl"], native, masks["ventricles"])
+        if not_shown.candidates:
+            burden_lesions = without_not_shown(result.pvl_probability, options.pvl_threshold, prep, masks["pvl"], not_shown.mask)
     timings["postprocess"] = time.perf_counter() - tick - lesions.seconds
     if lesions.seconds:
         timings["lesion_1mm"] = lesions.seconds
-    return NativePrediction(prep, result, probabilities, masks, lesions.lesion_grid, smallest, boundary, network, flip_spread)
+    return NativePrediction(prep, result, probabilities, masks, lesions.lesion_grid, smallest, boundary, network, flip_spread,
+                            not_shown, burden_lesions)
 
 
 @dataclass
@@ -290,6 +302,8 @@ def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predict
     # Per-lesion uncertainty is the network's own (its probability before the native-grid boundary step).
     network_pvl = (prediction.network_probabilities or probabilities)["pvl"]
     uncertainty, review = lesion_review(pvl, network_pvl, disagreement, review_thresholds) if has_pvl else (None, None)
+    if review is not None and prediction.not_shown is not None and prediction.not_shown.candidates:
+        review = sitk.Or(review, prediction.not_shown.mask)  # the overview outlines both: places to look twice
     fields = dict(
         case=case,
         input_path=str(input_path),
@@ -298,6 +312,7 @@ def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predict
         macs_calibration=macs_calibration,
         pvl_volume_ml=float(sitk.GetArrayViewFromImage(pvl).sum()) * voxel_ml if has_pvl else None,
         lesions=_lesions(pvl, uncertainty) if has_pvl else [],
+        lesions_not_shown=prediction.not_shown.candidates if prediction.not_shown is not None else None,
         localization_centres=_localization_centres(result.localization, prep, options),
         ventricle_volume_ml=float(sitk.GetArrayViewFromImage(ventricles).sum()) * voxel_ml if has_ventricles else None,
         model=predictor.info,
@@ -319,7 +334,7 @@ def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predict
         warnings=list(predictor.warnings) + [w for w in [prep.quality.get("warning")] if w] + list(result.warnings),
         brain=brain_fields(prep, native),
     )
-    motor = case_motor_burden(result.pvl_probability, prep, native, options.pvl_threshold, result.macs_probability is not None,
+    motor = case_motor_burden(prediction.burden_lesions, prep, native, options.pvl_threshold, result.macs_probability is not None,
                               calibration_from_card(predictor.card, predictor.info.file, BURDEN_CARD_KEY))
     fields["burden"] = motor.report_fields if motor else None
     timings["postprocess"] += time.perf_counter() - tick
@@ -341,7 +356,8 @@ def _write_outputs(folder: Path, native: sitk.Image, analysis: _Analysis, predic
     lesions = analysis.report_fields["lesions"]
     draft = build_report(**analysis.report_fields, timings_s=timings)
     caption = overview_caption(draft, predictor.info)
-    focus = lesions[0]["centre_ras_mm"] if lesions else None
+    shown_or_not = lesions or analysis.report_fields["lesions_not_shown"] or []
+    focus = shown_or_not[0]["centre_ras_mm"] if shown_or_not else None
     render_overview(folder / OUTPUT_FILES["overview"], native, analysis.pvl, analysis.ventricles, focus, caption,
                     brain=analysis.brain, template_brain=analysis.template_outline, review=analysis.review,
                     motor_regions=analysis.motor.regions_native if analysis.motor else None, motor_report=draft)

@@ -186,6 +186,15 @@ def registration_rows(report: dict) -> tuple[str, list[tuple[str, str]]]:
     return verdict, rows
 
 
+def not_shown_rows(pvl: dict) -> list[tuple[str, str]]:
+    """The candidates left out of the lesion mask because the image does not show them (none: no row)."""
+    section = pvl.get("not_shown") or {}
+    if not section.get("count"):
+        return []
+    return [("Candidates not shown by the image (not in the mask; check)",
+             f"{section['count']} ({_fmt(section.get('volume_ml'), 2, ' mL')}; centres in report.json)")]
+
+
 def case_context(report: dict, header: PatientHeader, planes_png: Optional[bytes], anonymise: bool,
                  regions: Optional[list[Optional[str]]] = None, generated: Optional[str] = None) -> dict:
     """Everything the page shows, as strings (one source for the HTML and the PDF)."""
@@ -216,6 +225,7 @@ def case_context(report: dict, header: PatientHeader, planes_png: Optional[bytes
         "volumes": [
             ("PVL lesions, total", _fmt(pvl.get("volume_ml"), 2, " mL")),
             ("Number of lesions", MISSING if pvl.get("lesion_count") is None else str(pvl["lesion_count"])),
+            *not_shown_rows(pvl),
             ("Lateral ventricles", _fmt(report["ventricles"].get("volume_ml"), 1, " mL")
              + (" (boundary not visible on this image: check)" if reported_visibility(report) is False else "")),
             ("Brain", _fmt(brain.get("volume_ml"), 0, " mL") if brain.get("volume_ml") is not None else MISSING + " (not computed by this version)"),

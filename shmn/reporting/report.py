@@ -2,7 +2,8 @@
 
 Keys (docs/DESIGN.md section 3, "at least"): case; macs.probability_severe (calibrated when the model
 carries a calibration), macs.group, macs.calibrated, macs.calibration; pvl.volume_ml, pvl.lesions
-[{centre_ras_mm, volume_ml, mean_probability, uncertainty, review}], pvl.centres_from_localization; ventricles.volume_ml;
+[{centre_ras_mm, volume_ml, mean_probability, uncertainty, review}], pvl.not_shown (candidates the image does not show,
+left out of the mask: shmn.measures.lesion_visibility), pvl.centres_from_localization; ventricles.volume_ml;
 ventricles.visibility (how far the CSF stands out: shmn.measures.ventricle_visibility); model.name/version/sha256;
 preprocessing (params, registration quality); timings_s; disclaimer; brain
 (volume_ml, extraction method/version, intracranial_volume_ml where the whole head is in view) and
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 
 from shmn import DISCLAIMER, __version__
 from shmn.measures.ventricle_visibility import reported_visibility, ventricle_visibility, visibility_warning
+from shmn.measures.lesion_visibility import not_shown_section, not_shown_warning
 
 MACS_THRESHOLD = 0.5  # paper: probability > 0.5 -> severe (MACS III-V)
 SUMMARY_COLUMNS = (
@@ -30,6 +32,7 @@ SUMMARY_COLUMNS = (
     "macs_probability_severe",
     "pvl_volume_ml",
     "lesion_count",
+    "lesion_candidates_not_shown",
     "ventricle_volume_ml",
     "ventricle_boundary_visible",
     "registration_ok",
@@ -116,11 +119,14 @@ def build_report(
     brain: dict | None = None,
     macs_calibration: dict | None = None,
     burden: dict | None = None,
+    lesions_not_shown: list[dict] | None = None,
 ) -> dict:
     """The report as a JSON-ready dict (volumes in mL, positions in RAS mm)."""
     # Where the image shows no ventricle boundary (CSF not nulled), the volume is the model's shape estimate: say so.
     visibility = ventricle_visibility(inference.get("boundary")) if ventricle_volume_ml is not None else None
-    warnings = list(warnings) + [w for w in [visibility and visibility_warning(visibility)] if w]
+    # Lesion candidates the image does not show are out of the mask, never out of sight (shmn.measures.lesion_visibility).
+    not_shown = not_shown_section(lesions_not_shown)
+    warnings = list(warnings) + [w for w in [visibility and visibility_warning(visibility), not_shown_warning(not_shown)] if w]
     return {
         "case": case,
         "input": {"path": input_path, "geometry": input_geometry},
@@ -137,6 +143,7 @@ def build_report(
             "volume_ml": _round(pvl_volume_ml),
             "lesion_count": None if pvl_volume_ml is None else len(lesions),
             "lesions": lesions,
+            "not_shown": not_shown,
             "centres_from_localization": localization_centres,
         },
         "ventricles": {"volume_ml": _round(ventricle_volume_ml), "visibility": visibility},
@@ -181,6 +188,8 @@ def summary_row(report: dict, seconds: float) -> dict:
         "macs_probability_severe": _blank(report["macs"]["probability_severe"]),
         "pvl_volume_ml": _blank(report["pvl"]["volume_ml"]),
         "lesion_count": _blank(report["pvl"]["lesion_count"]),
+        # Candidates the network marked that the image does not show (not in the mask; pvl.not_shown).
+        "lesion_candidates_not_shown": _blank((report["pvl"].get("not_shown") or {}).get("count")),
         "ventricle_volume_ml": _blank(report["ventricles"]["volume_ml"]),
         # False: the image shows no ventricle boundary (CSF not nulled), the volume is the model's shape estimate.
         "ventricle_boundary_visible": _blank(reported_visibility(report)),
@@ -219,7 +228,9 @@ def findings(report: dict, describe_group: bool = False) -> list[str]:
     if from_burden and not burden_primary:
         parts.append(f"MACS from motor burden (secondary): {from_burden['group']} (p {from_burden['probability_severe']:.2f})")
     if pvl["volume_ml"] is not None:
-        parts.append(f"PVL {pvl['volume_ml']:.2f} mL in {pvl['lesion_count']} lesion(s)")
+        left_out = (pvl.get("not_shown") or {}).get("count")
+        parts.append(f"PVL {pvl['volume_ml']:.2f} mL in {pvl['lesion_count']} lesion(s)"
+                     + (f" (+{left_out} candidate(s) the image does not show: check)" if left_out else ""))
     if report["ventricles"]["volume_ml"] is not None:
         unclear = reported_visibility(report) is False
         parts.append(f"ventricles {report['ventricles']['volume_ml']:.1f} mL" + (" (boundary not visible: check)" if unclear else ""))

@@ -49,8 +49,8 @@ def summary_context(rows: list[dict], folder: Path) -> dict:
         table.append({**row, "link": f"{row['case']}/{REPORT_HTML}" if row.get("status") == "ok" and report.exists() else None})
     plots = summary_plots(rows)
     ok = [row for row in rows if row.get("status") == "ok"]
-    columns = [c for c in ("macs_group", "macs_probability_severe", "pvl_volume_ml", "lesion_count", "ventricle_volume_ml",
-                           "ventricle_boundary_visible", "brain_volume_ml", "registration_ok", "registration_nmi", "seconds") if rows and c in rows[0]]
+    columns = [c for c in ("macs_group", "macs_probability_severe", "pvl_volume_ml", "lesion_count", "lesion_candidates_not_shown",
+                           "ventricle_volume_ml", "ventricle_boundary_visible", "brain_volume_ml", "registration_ok", "registration_nmi", "seconds") if rows and c in rows[0]]
     return {
         "title": f"SHMN batch summary — {folder.name}",
         "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

@@ -177,7 +177,7 @@ def evaluate_sample(predictor, sample: Sample, device: str, cache=None, native_b
         "macs_probability": calibrate_macs(prediction.result.macs_probability, prediction.result.macs_logit,
                                            calibration_from_card(predictor.card, predictor.info.file))[0],
         # The second, interpretable estimate: the burden score on the predicted lesions' motor-pathway burden.
-        **burden_macs_fields(prediction.result.pvl_probability, prediction.prep, MASK_THRESHOLD,
+        **burden_macs_fields(prediction.burden_lesions, prediction.prep, MASK_THRESHOLD,
                              calibration_from_card(predictor.card, predictor.info.file, BURDEN_CARD_KEY)),
         "macs_true": sample.macs,
         "registration_ok": bool(prediction.prep.quality.get("ok", True)),
