@@ -94,10 +94,6 @@ class LesionsNotShown:
     mask: sitk.Image  # uint8 0/1 on the input's grid
     candidates: list[dict]  # per component: centre (RAS mm), volume (mL), contrast to the tissue's spread; largest first
 
-    @property
-    def volume_ml(self) -> float:
-        return float(sum(row["volume_ml"] for row in self.candidates))
-
 
 def split_shown_lesions(pvl: sitk.Image, native: sitk.Image, ventricles: sitk.Image) -> tuple[sitk.Image, LesionsNotShown]:
     """(the lesion mask without the components that do not stand out from the tissue around them, those components)."""

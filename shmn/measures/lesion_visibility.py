@@ -59,7 +59,8 @@ def lesion_contrasts(image: np.ndarray, labels: np.ndarray, n: int, spacing_zyx:
         component = labels[box] == label
         distance = ndimage.distance_transform_edt(~component, sampling=spacing)
         values = np.asarray(image[box], dtype=np.float64)
-        shell = (distance >= SHELL_MM[0]) & (distance <= SHELL_MM[1]) & ~excluded[box] & (values > 0)
+        # Exact zeros are the background (outside the field of view, or a skull-stripped input's surround).
+        shell = (distance >= SHELL_MM[0]) & (distance <= SHELL_MM[1]) & ~excluded[box] & (values != 0)
         figure = None
         if np.count_nonzero(shell) >= MIN_SHELL_VOXELS:
             tissue = values[shell]
