@@ -2,7 +2,8 @@
 
 - segmentation: ``segmentation.seg.nrrd`` read by Slicer's own segmentation reader, so the segment
   IDs, names, colours and terminology are exactly what the engine wrote; shown in 2D and 3D;
-- lesion centres: a markups point list, one control point per lesion of ``report.json`` (RAS mm);
+- lesion centres: a markups point list, one control point per lesion of ``report.json`` (RAS mm), then one per
+  candidate the engine left out of the mask because the image does not show it (C1, C2...);
 - results table: one row per lesion (with its mean probability, uncertainty and a "REVIEW: model unsure"
   flag where the engine flagged it), the candidates the engine left out of the mask because the image does not
   show them (flagged "REVIEW: not shown by the image"), then totals, MACS prediction (calibrated or not), the motor-pathway
@@ -219,7 +220,9 @@ def importSegmentation(caseDir: Path, volumeNode, segmentationsLogic, name: str)
 
 
 def importLesionCentres(report: dict, scene, name: str):
-    """One locked control point per lesion, labelled L1, L2... with its volume as description."""
+    """One locked control point per lesion, labelled L1, L2... with its volume as description; then one per candidate
+    the engine left out of the mask because the image does not show it, labelled C1, C2..., so that the radiologist
+    can jump to it and look."""
     import vtk
 
     centres = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
@@ -229,6 +232,11 @@ def importLesionCentres(report: dict, scene, name: str):
         index = centres.AddControlPoint(vtk.vtkVector3d(*[float(v) for v in lesion["centre_ras_mm"]]), f"L{number}")
         review = " (REVIEW: model unsure)" if lesion.get("review") else ""
         centres.SetNthControlPointDescription(index, f"PVL lesion {number}: {float(lesion['volume_ml']):.3f} mL{review}")
+        centres.SetNthControlPointLocked(index, True)
+    for number, candidate in enumerate(_notShown(report), start=1):
+        index = centres.AddControlPoint(vtk.vtkVector3d(*[float(v) for v in candidate["centre_ras_mm"]]), f"C{number}")
+        centres.SetNthControlPointDescription(index, f"Candidate {number} not shown by the image: {float(candidate['volume_ml']):.3f} mL "
+                                                     "(REVIEW: not in the mask)")
         centres.SetNthControlPointLocked(index, True)
     return centres
 

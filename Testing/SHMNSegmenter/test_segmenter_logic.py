@@ -271,10 +271,12 @@ def test_results_are_filed_under_the_input_study(runs, storage):
 def test_lesion_centres_match_the_report(runs, storage):
     facts = runs[storage]
     lesions = facts["report"]["pvl"]["lesions"]
-    assert len(facts["points"]) == len(lesions)
-    for number, ((label, position), lesion) in enumerate(zip(facts["points"], lesions), start=1):
-        assert label == f"L{number}"
-        np.testing.assert_allclose(position, lesion["centre_ras_mm"], atol=1e-3)
+    candidates = (facts["report"]["pvl"].get("not_shown") or {}).get("candidates") or []
+    assert len(facts["points"]) == len(lesions) + len(candidates)
+    expected = [(f"L{n}", lesion) for n, lesion in enumerate(lesions, start=1)] + [(f"C{n}", c) for n, c in enumerate(candidates, start=1)]
+    for (label, position), (expected_label, finding) in zip(facts["points"], expected):
+        assert label == expected_label
+        np.testing.assert_allclose(position, finding["centre_ras_mm"], atol=1e-3)
 
 
 @pytest.mark.parametrize("storage", ["positive", "negative"])

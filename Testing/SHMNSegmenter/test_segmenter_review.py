@@ -93,8 +93,8 @@ def test_summary_and_table_say_check_where_the_ventricles_do_not_stand_out(scene
     assert {row[0]: row for row in table_cells(importResultsTable(report, scene, "clear"))}["Lateral ventricles total"][-1] == ""
 
 
-def test_summary_and_table_list_the_candidates_the_image_does_not_show(scene):
-    from SHMNSegmenterLib.results import ResultSummary, importResultsTable
+def test_summary_table_and_points_list_the_candidates_the_image_does_not_show(scene):
+    from SHMNSegmenterLib.results import ResultSummary, importLesionCentres, importResultsTable
 
     report = report_with_flags(True)
     report["pvl"]["not_shown"] = {"count": 1, "volume_ml": 0.25, "visible_min": 1.5, "candidates": [
@@ -105,5 +105,9 @@ def test_summary_and_table_list_the_candidates_the_image_does_not_show(scene):
     assert candidate[1:6] == ["0.2500", "mL", "-12.0", "5.0", "20.0"]
     assert candidate[-1] == "REVIEW: not shown by the image (not in the mask)"
     assert rows["PVL lesion count"][1] == "2"  # the mask's lesions only
+    centres = importLesionCentres(report, scene, "centres-not-shown")
+    assert [centres.GetNthControlPointLabel(i) for i in range(centres.GetNumberOfControlPoints())] == ["L1", "L2", "C1"]
+    assert centres.GetNthControlPointPosition(2) == (-12.0, 5.0, 20.0)
+    assert centres.GetNthControlPointDescription(2) == "Candidate 1 not shown by the image: 0.250 mL (REVIEW: not in the mask)"
     del report["pvl"]["not_shown"]  # an older engine
     assert "does not show" not in ResultSummary.fromReport(report).text()
