@@ -74,6 +74,15 @@ def test_a_component_with_too_little_tissue_around_it_stays():
     assert np.array_equal(shown, candidate) and not not_shown.any()
 
 
+def test_unreadable_voxels_neither_hide_a_lesion_nor_set_the_tissue_level():
+    image, bright, dark, invisible = three_candidates()
+    image[:, :, 56:] = np.nan  # a converter's outside-the-field-of-view voxels, next to the third candidate
+    image[20, 24, 12] = np.nan  # and one inside the bright lesion
+    shown, not_shown, rows = split_by_visibility(bright | dark | invisible, image, SPACING_ZYX)
+    assert np.array_equal(shown, bright | dark) and np.array_equal(not_shown, invisible)
+    assert all(row.contrast_to_spread is not None and np.isfinite(row.contrast_to_spread) for row in rows)
+
+
 def _image(array: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> sitk.Image:
     image = sitk.GetImageFromArray(array)
     image.SetSpacing(spacing)

@@ -59,14 +59,16 @@ def lesion_contrasts(image: np.ndarray, labels: np.ndarray, n: int, spacing_zyx:
         component = labels[box] == label
         distance = ndimage.distance_transform_edt(~component, sampling=spacing)
         values = np.asarray(image[box], dtype=np.float64)
+        readable = np.isfinite(values)  # NaN/inf voxels (outside a converter's field of view) say nothing
         # Exact zeros are the background (outside the field of view, or a skull-stripped input's surround).
-        shell = (distance >= SHELL_MM[0]) & (distance <= SHELL_MM[1]) & ~excluded[box] & (values != 0)
+        shell = (distance >= SHELL_MM[0]) & (distance <= SHELL_MM[1]) & ~excluded[box] & (values != 0) & readable
+        inside = component & readable
         figure = None
-        if np.count_nonzero(shell) >= MIN_SHELL_VOXELS:
+        if np.count_nonzero(shell) >= MIN_SHELL_VOXELS and inside.any():
             tissue = values[shell]
             spread = float(median_abs_deviation(tissue, scale="normal"))
             if spread > 0:
-                figure = (float(values[component].mean()) - float(np.median(tissue))) / spread
+                figure = (float(values[inside].mean()) - float(np.median(tissue))) / spread
         rows.append(LesionContrast(label, figure, int(np.count_nonzero(component))))
     return rows
 
