@@ -94,8 +94,8 @@ def not_shown_section(candidates: Optional[list[dict]]) -> Optional[dict]:
         "volume_ml": round(sum(row["volume_ml"] for row in candidates), 4),
         "candidates": candidates,
         "visible_min": VISIBLE_MIN_CONTRAST_TO_SPREAD,
-        "measure": "|mean intensity - the median of a 1.5-4.5 mm shell around it| / the shell's spread; below visible_min "
-                   "the component stands out no more than the tissue's own voxel-to-voxel variation and is not in the mask",
+        "measure": f"|mean intensity - the median of a {SHELL_MM[0]}-{SHELL_MM[1]} mm shell around it| / the shell's spread; below "
+                   "visible_min the component stands out no more than the tissue's own voxel-to-voxel variation and is not in the mask",
     }
 
 
