@@ -144,8 +144,10 @@ def test_evaluate_scores_exactly_what_predict_writes(small_cohort, tmp_path):
 
     predictor = load_predictor(make_tiny_model(tmp_path)[0])
     sample = next(s for s in split_samples(load_manifests([small_cohort / "pvl"]), "test") if s.pvl is not None)
-    scored = evaluate_sample(predictor, sample, "cpu")["metrics"]
+    case = evaluate_sample(predictor, sample, "cpu")
+    scored = case["metrics"]
     report = predict_case(sample.image, tmp_path / "out", predictor, PredictOptions(device="cpu", probabilities=True))
+    assert case["pvl_candidates_not_shown"] == report["pvl"]["not_shown"]["count"]
     folder = tmp_path / "out" / report["case"]
     written = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "pvl.nii.gz")))
     probability = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "pvl_probability.nii.gz")))

@@ -183,6 +183,8 @@ def evaluate_sample(predictor, sample: Sample, device: str, cache=None, native_b
         "registration_ok": bool(prediction.prep.quality.get("ok", True)),
         # How far the ventricles stand out from the tissue around them (the boundary step's read; None without it).
         "ventricle_contrast_to_spread": (prediction.boundary or {}).get("ventricles", {}).get("contrast_to_spread"),
+        # Lesion components left out of the mask because the image does not show them (report.json pvl.not_shown).
+        "pvl_candidates_not_shown": None if prediction.not_shown is None else len(prediction.not_shown.candidates),
         "seconds": round(time.perf_counter() - tick, 3),
     }
 
