@@ -10,9 +10,9 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from shmn.io.volume_io import index_to_ras
+from shmn.inference.findings import lesion_rows
 from shmn.measures.lesion_visibility import split_by_visibility
-from shmn.measures.lesions import lesion_centres, lesion_components, without_small_components
+from shmn.measures.lesions import lesion_components, without_small_components
 from shmn.preprocessing.preprocess import PreprocessedCase, to_native
 
 
@@ -100,17 +100,14 @@ def split_shown_lesions(pvl: sitk.Image, native: sitk.Image, ventricles: sitk.Im
     spacing_zyx = native.GetSpacing()[::-1]
     shown, not_shown, contrasts = split_by_visibility(sitk.GetArrayViewFromImage(pvl), sitk.GetArrayViewFromImage(native),
                                                       spacing_zyx, sitk.GetArrayViewFromImage(ventricles))
-    hidden = {row.label: row.contrast_to_spread for row in contrasts if not row.visible}
-    # lesion_centres labels the same mask the same way (lesion_components), so its labels are the contrasts' labels.
-    candidates = [{"centre_ras_mm": [round(v, 2) for v in index_to_ras(pvl, lesion.centre_zyx[::-1])],
-                   "volume_ml": round(lesion.volume_ml, 4), "contrast_to_spread": round(hidden[lesion.label], 2)}
-                  for lesion in lesion_centres(sitk.GetArrayViewFromImage(pvl), spacing_zyx) if lesion.label in hidden] if hidden else []
+    hidden = {row.label: {"contrast_to_spread": round(row.contrast_to_spread, 2)} for row in contrasts if not row.visible}
+    candidates = lesion_rows(pvl, hidden, labels=hidden, voxels=False) if hidden else []
     images = []
     for array in (shown, not_shown):
         image = sitk.GetImageFromArray(array.astype(np.uint8))
         image.CopyInformation(pvl)
         images.append(image)
-    return images[0], LesionsNotShown(images[1], sorted(candidates, key=lambda row: -row["volume_ml"]))
+    return images[0], LesionsNotShown(images[1], candidates)
 
 
 def without_not_shown(probability: np.ndarray, threshold: float, case: PreprocessedCase, shown: sitk.Image,

@@ -33,7 +33,7 @@ from shmn.inference.masks import (LesionsNotShown, min_lesion_ml, native_probabi
                                   with_enclosed, without_not_shown, without_specks)
 from shmn.inference.motor import case_motor_burden
 from shmn.inference.native_boundary import refine_native
-from shmn.measures.lesions import density_peaks, lesion_centres
+from shmn.inference.findings import lesion_rows, localization_centres
 from shmn.measures.lesion_uncertainty import REVIEW_DISAGREEMENT, REVIEW_UNCERTAINTY_BITS, ReviewThresholds, lesion_review
 from shmn.io.digest import sha256_of
 from shmn.network.model import SHMN
@@ -48,7 +48,7 @@ from shmn.io.registry import registered_entry_for_card, resolve_model
 from shmn.reporting.case_report import write_case_report
 from shmn.reporting.report import ModelInfo, build_report, overview_caption
 from shmn.io.segfile import write_segmentation
-from shmn.io.volume_io import InputWarning, case_name, geometry, index_to_ras, read_volume
+from shmn.io.volume_io import InputWarning, case_name, geometry, read_volume
 
 OUTPUT_FILES = {
     "pvl": contract.PVL_FILE,
@@ -160,38 +160,6 @@ def load_predictor(model: str | os.PathLike | None = None, registries: list[Path
 
 def _voxel_ml(image: sitk.Image) -> float:
     return float(np.prod(image.GetSpacing())) / 1000.0
-
-
-def _lesions(pvl: sitk.Image, uncertainty: dict | None = None) -> list[dict]:
-    """Per 26-connected component: centre (centre of mass of its outer border) in RAS mm and volume, largest first;
-    with ``uncertainty`` ({label: LesionUncertainty}) also its mean probability, uncertainty and review flag."""
-    lesions = lesion_centres(sitk.GetArrayViewFromImage(pvl), pvl.GetSpacing()[::-1])
-    rows = [
-        {
-            "centre_ras_mm": [round(v, 2) for v in index_to_ras(pvl, lesion.centre_zyx[::-1])],
-            "volume_ml": round(lesion.volume_ml, 4),
-            "voxels": lesion.voxels,
-            **(uncertainty[lesion.label].report_fields() if uncertainty else {}),
-        }
-        for lesion in lesions
-    ]
-    return sorted(rows, key=lambda row: -row["volume_ml"])
-
-
-def _localization_centres(density: np.ndarray | None, case: PreprocessedCase, options: PredictOptions) -> list[dict] | None:
-    """Peaks of the localization head, model grid -> MNI point -> native point -> RAS mm."""
-    if density is None:
-        return None
-    density = np.where(case.brain, density, 0.0)
-    spacing_zyx = case.reference.GetSpacing()[::-1]
-    peaks = density_peaks(density, spacing_zyx, options.localization_threshold, options.localization_min_distance_mm)
-    centres = []
-    for peak in peaks:
-        mni = case.reference.TransformContinuousIndexToPhysicalPoint([float(v) for v in peak[::-1]])
-        x, y, z = case.transform.TransformPoint(mni)
-        height = float(density[tuple(int(round(v)) for v in peak)])
-        centres.append({"centre_ras_mm": [round(-x, 2), round(-y, 2), round(z, 2)], "peak": round(height, 3)})
-    return centres
 
 
 # What predict_case reports through on_stage, in order.
@@ -311,9 +279,10 @@ def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predict
         macs_probability=macs_probability,
         macs_calibration=macs_calibration,
         pvl_volume_ml=float(sitk.GetArrayViewFromImage(pvl).sum()) * voxel_ml if has_pvl else None,
-        lesions=_lesions(pvl, uncertainty) if has_pvl else [],
+        lesions=lesion_rows(pvl, {label: row.report_fields() for label, row in uncertainty.items()} if uncertainty else None) if has_pvl else [],
         lesions_not_shown=prediction.not_shown.candidates if prediction.not_shown is not None else None,
-        localization_centres=_localization_centres(result.localization, prep, options),
+        localization_centres=localization_centres(result.localization, prep, options.localization_threshold,
+                                                  options.localization_min_distance_mm),
         ventricle_volume_ml=float(sitk.GetArrayViewFromImage(ventricles).sum()) * voxel_ml if has_ventricles else None,
         model=predictor.info,
         preprocessing={"params": prep.params, "registration_quality": prep.quality, "timings_s": prep.timings_s},
