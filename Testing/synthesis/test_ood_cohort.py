@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
+from scipy import ndimage
 
 from shmn.io.manifest import load_manifest
 
@@ -54,3 +56,64 @@ def test_the_ood_generator_imports_nothing_from_the_training_synthesis(tmp_path)
     assert 5 < ml < 80, ml
     record = json.loads((out / "cases.json").read_text())[case.id]
     assert record["severity"] in ("none", "mild", "moderate", "severe")
+
+
+def _ood_phantom():
+    sys.path.insert(0, str(OOD))
+    try:
+        import ood_phantom
+    finally:
+        sys.path.remove(str(OOD))
+    return ood_phantom
+
+
+def test_other_acquisitions_image_the_same_subject_with_their_own_grids_blur_and_centre_labels():
+    ood_phantom = _ood_phantom()
+    template = ood_phantom.load_template()
+    seed = int(np.random.SeedSequence([0, 1]).generate_state(1)[0])  # a severe case (cohort seed 0, case 1)
+    box = ood_phantom.make_case(template, seed, "box")
+    assert "acquisition" not in box["record"]
+    thick_axis = int(np.argmax(box["image"].GetSpacing()))
+    for acquisition in ("clinical", "3d"):
+        case = ood_phantom.make_case(template, seed, acquisition)
+        record = case["record"]
+        same = ("severity", "plane", "orientation", "motor_ml", "ventricle_growth_mm", "macs_flipped")
+        assert {k: box["record"][k] for k in same} == {k: record[k] for k in same}, acquisition
+        assert box["macs"] == case["macs"] and record["acquisition"] == acquisition and 0.3 <= record["psf_sigma_voxels"] <= 0.6
+        spacing = np.array(case["image"].GetSpacing())
+        if acquisition == "clinical":  # the box cohort's slices, now with a gap between them
+            assert record["slice_mm"] == box["record"]["slice_mm"] and record["in_plane_mm"] == box["record"]["in_plane_mm"]
+            assert abs(spacing[thick_axis] - (box["image"].GetSpacing()[thick_axis] + record["gap_mm"])) < 0.02
+        else:  # a 3D FLAIR: isotropic voxels of about 1 mm
+            assert np.allclose(spacing, spacing[0]) and 0.9 <= spacing[0] <= 1.2 and record["gap_mm"] == 0.0
+        image = sitk.GetArrayFromImage(case["image"])
+        for key in ("pvl", "ventricles"):  # labels on the image's own grid
+            assert case[key].GetSize() == case["image"].GetSize() and np.allclose(case[key].GetOrigin(), case["image"].GetOrigin())
+        # the same lesions, labelled at voxel centres instead of by covered share: close in volume, not identical
+        assert 0.8 < record["pvl_ml"] / box["record"]["pvl_ml"] < 1.25 and record["pvl_ml"] > 1.0, acquisition
+        # labels stay aligned with the image through the new profile and blur: lesion voxels are bright on this FLAIR,
+        # ventricle voxels dark, against the tissue just around each
+        lesions = sitk.GetArrayFromImage(case["pvl"]) > 0
+        for key, brighter in (("pvl", True), ("ventricles", False)):
+            mask = sitk.GetArrayFromImage(case[key]) > 0
+            ring = ndimage.binary_dilation(mask, iterations=3) & ~ndimage.binary_dilation(mask) & ~lesions
+            assert (np.median(image[mask]) > np.median(image[ring])) == brighter, (acquisition, key)
+    with pytest.raises(ValueError, match="acquisition"):
+        ood_phantom.make_case(template, seed, "thin")
+
+
+def test_normal_findings_brighten_the_same_subject_and_never_enter_a_label():
+    ood_phantom = _ood_phantom()
+    template = ood_phantom.load_template()
+    seed = int(np.random.SeedSequence([0, 0]).generate_state(1)[0])  # a lesion-free child (cohort seed 0, case 0)
+    plain = ood_phantom.make_case(template, seed)
+    with_findings = ood_phantom.make_case(template, seed, normal_findings=True)
+    assert plain["record"]["severity"] == "none" and with_findings["macs"] == plain["macs"]
+    record = with_findings["record"]
+    assert record["normal_findings"] and record["normal_findings_ml"] > 0.1 and "normal_findings" not in plain["record"]
+    for key in ("pvl", "ventricles"):  # the labels are the plain subject's: findings are not lesions
+        assert np.array_equal(sitk.GetArrayFromImage(with_findings[key]), sitk.GetArrayFromImage(plain[key])), key
+    assert sitk.GetArrayFromImage(with_findings["pvl"]).sum() == 0
+    before, after = (sitk.GetArrayFromImage(c["image"]) for c in (plain, with_findings))
+    changed = np.abs(after - before) > 0.01 * np.percentile(before, 99)
+    assert changed.sum() > 100 and (after[changed] > before[changed]).mean() > 0.95  # brighter than the white matter they replace

@@ -16,10 +16,19 @@ manifest). Everything else is its own, and deliberately different from the train
   (CSF nulled imperfectly), plus the template's own scalp and skull;
 - acquisition: clinical 2D grids (axial, coronal or sagittal; 3-6 mm slices with a box profile, 0.7-1 mm
   in plane, up to 15 degrees oblique, LAS / RAS / LPS), a polynomial bias field and Rician noise;
+  ``acquisition="clinical"``: the same subjects acquired otherwise, as a 2D sequence does and a rater labels:
+  a Gaussian slice profile (FWHM the thickness) with a gap of 0-30 % of it between slices, an in-plane point
+  spread (Gaussian, 0.3-0.6 voxel), and labels read at each voxel's centre instead of its covered share;
+  ``acquisition="3d"``: a 3D FLAIR of the same subjects (isotropic 0.9-1.2 mm voxels, a Gaussian point spread of
+  0.3-0.6 voxel on every axis, labels at the voxel centres);
 - MACS: lesion volume in a box around the corticospinal tract and the ventricular enlargement, with 15 %
   of the labels flipped.
+- ``normal_findings=True``: normal FLAIR findings that are not lesions and are never labelled, from their own stream
+  (the subjects stay the same): caps at the frontal horns, a thin periventricular rim, peritrigonal terminal zones
+  of late myelination, as "wet" white matter whose T2 lies between white matter's and a lesion's.
 
-Labels are written on each image's own grid (the share of the voxel covered, >= 0.5).
+Labels are written on each image's own grid (the share of the voxel covered, >= 0.5; "clinical" and
+"3d": the template's label at the voxel's centre, >= 0.5).
 """
 
 from __future__ import annotations
@@ -37,6 +46,8 @@ from shmn.io.anatomy import require_icbm2009
 from shmn.io.manifest import Case, Manifest
 from shmn.io.volume_io import write_volume
 
+from ood_acquisition import acquire_box_profile, acquire_gaussian_profile, acquisition_grid, polynomial_bias
+
 # Tissue relaxation parameters (ms) and proton density, child brain at 1.5-3 T: (T1 range, T2 range, PD)
 TISSUES = {
     "wm": ((850.0, 1250.0), (75.0, 115.0), 0.70),
@@ -47,14 +58,11 @@ TISSUES = {
     "fat": ((300.0, 420.0), (60.0, 100.0), 0.90),  # scalp: short T1, bright on FLAIR
     "bone": ((400.0, 600.0), (1.0, 3.0), 0.10),  # cortical bone: almost no signal
 }
+# Normal findings: white matter with more water (T1 range, T2 range, PD); not lesion, only less bright.
+WET_WHITE_MATTER = ((1000.0, 1400.0), (100.0, 135.0), 0.74)
 # Seeds inside the lateral ventricles' bodies and trigones (RAS mm, ICBM 2009 space).
 VENTRICLE_SEEDS_RAS = [(-14.0, -5.0, 18.0), (14.0, -5.0, 18.0), (-22.0, -38.0, 10.0), (22.0, -38.0, 10.0), (-12.0, 10.0, 12.0), (12.0, 10.0, 12.0)]
 MOTOR_BOX_RAS = ((10.0, 35.0), (-35.0, 5.0), (-5.0, 50.0))  # |x|, y, z: corticospinal tract by the ventricles
-ORIENTATIONS = {  # LPS direction columns of the (i, j, k) axes
-    "RAS": np.diag([-1.0, -1.0, 1.0]),
-    "LAS": np.diag([1.0, -1.0, 1.0]),
-    "LPS": np.diag([1.0, 1.0, 1.0]),
-}
 
 
 @dataclass
@@ -143,7 +151,37 @@ def draw_lesions(template: Template, ventricles: np.ndarray, severity: int, rng)
     return lesion, cyst
 
 
-def flair_signal(template: Template, ventricles: np.ndarray, lesion: np.ndarray, cyst: np.ndarray, rng) -> np.ndarray:
+def draw_normal_findings(template: Template, ventricles: np.ndarray, lesion: np.ndarray, rng) -> tuple[np.ndarray, list]:
+    """(share of "wet" white matter 0..1, the findings drawn) in template space: frontal caps, a periventricular rim,
+    peritrigonal terminal zones; each drawn with its own chance, at least one; never where there is lesion."""
+    kinds = [k for k, chance in (("caps", 0.7), ("rim", 0.6), ("terminal zones", 0.5)) if rng.random() < chance]
+    kinds = kinds or [str(rng.choice(["caps", "rim", "terminal zones"]))]
+    x, y, z = template.ras
+    white = np.clip((template.wm - 0.3) / 0.4, 0.0, 1.0) * ~ventricles
+    distance = ndimage.distance_transform_edt(~ventricles).astype(np.float32)  # mm: the template is 1 mm
+    wet = np.zeros(ventricles.shape, np.float32)
+    if "caps" in kinds:  # crescents in front of the frontal horns' tips
+        tip = float(y[ventricles].max())
+        depth = rng.uniform(2.5, 5.0)
+        front = np.clip((y - (tip - 14.0)) / 8.0, 0.0, 1.0)
+        wet = np.maximum(wet, rng.uniform(0.5, 0.9) * front * np.clip(1.0 - distance / depth, 0.0, 1.0))
+    if "rim" in kinds:  # a thin smooth lining of the lateral ventricles
+        wet = np.maximum(wet, rng.uniform(0.3, 0.6) * np.clip(1.0 - distance / rng.uniform(1.0, 2.0), 0.0, 1.0))
+    if "terminal zones" in kinds:  # hazy patches above and behind the trigones
+        for side in (-1.0, 1.0):
+            cx, cy, cz = side * 24.0 + rng.normal(0, 3), -44.0 + rng.normal(0, 4), 20.0 + rng.normal(0, 4)
+            sigma = rng.uniform(4.0, 7.0)
+            blob = np.exp(-((x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2) / (2 * sigma ** 2))
+            wet = np.maximum(wet, rng.uniform(0.3, 0.6) * blob.astype(np.float32))
+    wet *= white
+    wet[lesion > 0] = 0.0
+    return wet, kinds
+
+
+def flair_signal(template: Template, ventricles: np.ndarray, lesion: np.ndarray, cyst: np.ndarray, rng,
+                 wet: np.ndarray | None = None, wet_rng=None) -> np.ndarray:
+    """The FLAIR signal; ``wet``: the share of white matter that is "wet" (normal findings), its relaxation times
+    drawn from ``wet_rng`` (the findings' own stream)."""
     tr, te = rng.uniform(7000, 11000), rng.uniform(85, 140)
     params = {k: (rng.uniform(*t1), rng.uniform(*t2), pd) for k, (t1, t2, pd) in TISSUES.items()}
     ti = params["csf"][0] * math.log(2.0) * rng.uniform(0.9, 1.08)  # CSF nulled, imperfectly
@@ -158,7 +196,12 @@ def flair_signal(template: Template, ventricles: np.ndarray, lesion: np.ndarray,
     les = lesion * np.clip(gm + wm, 0.0, 1.0)
     wm_left = np.clip(wm - les, 0.0, None)
     csf = np.clip(1.0 - gm - wm, 0.0, 1.0)
-    brain = gm * signal("gm") + wm_left * signal("wm") + csf * signal("csf") + les * np.where(cyst, signal("cyst"), signal("lesion"))
+    white_signal = signal("wm")
+    if wet is not None:
+        (t1_low, t1_high), (t2_low, t2_high), pd = WET_WHITE_MATTER
+        params["wet"] = (wet_rng.uniform(t1_low, t1_high), wet_rng.uniform(t2_low, t2_high), pd)
+        white_signal = (1.0 - wet) * white_signal + wet * signal("wet")
+    brain = gm * signal("gm") + wm_left * white_signal + csf * signal("csf") + les * np.where(cyst, signal("cyst"), signal("lesion"))
     # The template is a brain: the head around it is ours, CSF, then bone, then scalp, of random thickness.
     d = template.outside_distance
     csf_mm = rng.uniform(1.0, 3.5)
@@ -194,72 +237,47 @@ def _subject_transform(template: Template, rng) -> sitk.Transform:
     return composite
 
 
-def _acquisition_grid(rng, fov_centre) -> tuple[sitk.Image, int, str, str, float]:
-    plane = str(rng.choice(["axial", "axial", "coronal", "sagittal"]))
-    code = str(rng.choice(list(ORIENTATIONS)))
-    thick = float(rng.uniform(3.0, 6.0))
-    in_plane = float(rng.uniform(0.7, 1.0))
-    axis = {"sagittal": 0, "coronal": 1, "axial": 2}[plane]
-    spacing = [in_plane] * 3
-    spacing[axis] = thick
-    extent = np.array([180.0, 216.0, 180.0])
-    size = [int(math.ceil(e / s)) for e, s in zip(extent, spacing)]
-    tilt = sitk.Euler3DTransform((0, 0, 0), *np.deg2rad(rng.uniform(-15, 15, 3) * (rng.random() < 0.6)))
-    direction = np.array(tilt.GetMatrix()).reshape(3, 3) @ ORIENTATIONS[code]
-    grid = sitk.Image(size, sitk.sitkFloat32)
-    grid.SetSpacing(spacing)
-    grid.SetDirection(direction.ravel().tolist())
-    half = direction @ (np.array(spacing) * (np.array(size) - 1) / 2)
-    grid.SetOrigin((np.array(fov_centre) - half).tolist())
-    oblique = bool(not np.allclose(direction, ORIENTATIONS[code]))
-    return grid, axis, plane, code + (" oblique" if oblique else ""), thick
-
-
-def _acquire(volumes: list, template: Template, transform: sitk.Transform, grid: sitk.Image, axis: int) -> list:
-    """Sample the template-space ``volumes`` (one resampling of a vector image) on a fine copy of ``grid``
-    (sub-slices about 1.5 mm apart) and average each slice's thickness: a box slice profile."""
-    source = sitk.Compose([sitk.GetImageFromArray(v.astype(np.float32)) for v in volumes])
-    source.CopyInformation(template.image)
-    thick = grid.GetSpacing()[axis]
-    factor = max(1, int(round(thick / 1.5)))
-    fine = sitk.Image([n * factor if a == axis else n for a, n in enumerate(grid.GetSize())], sitk.sitkVectorFloat32, len(volumes))
-    spacing = list(grid.GetSpacing())
-    spacing[axis] = thick / factor
-    fine.SetSpacing(spacing)
-    fine.SetDirection(grid.GetDirection())
-    shift = np.zeros(3)
-    shift[axis] = -(thick - spacing[axis]) / 2
-    fine.SetOrigin((np.array(grid.GetOrigin()) + np.array(grid.GetDirection()).reshape(3, 3) @ shift).tolist())
-    sampled = sitk.GetArrayFromImage(sitk.Resample(source, fine, transform, sitk.sitkLinear, 0.0))  # (z, y, x, c)
-    np_axis = 2 - axis
-    shape = list(sampled.shape)
-    shape[np_axis:np_axis + 1] = [shape[np_axis] // factor, factor]
-    averaged = sampled.reshape(shape).mean(axis=np_axis + 1)
-    return [averaged[..., c] for c in range(len(volumes))]
-
-
-def _bias(shape, rng) -> np.ndarray:
-    axes = [np.linspace(-1, 1, n) for n in shape]
-    z, y, x = np.meshgrid(*axes, indexing="ij", sparse=True)
-    c = rng.normal(0, 0.2, 9)
-    return np.exp(c[0] * x + c[1] * y + c[2] * z + c[3] * x * y + c[4] * y * z + c[5] * x * z + c[6] * x * x + c[7] * y * y + c[8] * z * z)
-
-
-def make_case(template: Template, seed: int) -> dict:
+def make_case(template: Template, seed: int, acquisition: str = "box", normal_findings: bool = False) -> dict:
+    """One subject; ``acquisition``: "box" (box slice profile, labels by covered share) or "clinical" (the same
+    subject: Gaussian slice profile with gaps, in-plane blur, labels at the voxel centre; module docstring)."""
+    if acquisition not in ("box", "clinical", "3d"):
+        raise ValueError(f"acquisition: expected 'box', 'clinical' or '3d', got {acquisition!r}")
     rng = np.random.default_rng(seed)
+    # The clinical variant's own draws come from their own stream: the subject, grid and noise stay the box cohort's.
+    clinical_rng = np.random.default_rng([seed, 2])
+    gap = float(clinical_rng.uniform(0.0, 0.3)) if acquisition == "clinical" else 0.0
+    psf_voxels = float(clinical_rng.uniform(0.3, 0.6))
+    isotropic_mm = float(clinical_rng.uniform(0.9, 1.2)) if acquisition == "3d" else None
     severity = int(rng.choice(4, p=[0.15, 0.35, 0.3, 0.2]))
     growth = rng.uniform(0.0, 1.5) + severity * rng.uniform(0.5, 1.5)
     ventricles = grow_ventricles(template, growth, rng)
     lesion, cyst = draw_lesions(template, ventricles, severity, rng)
-    signal = flair_signal(template, ventricles, lesion, cyst, rng)
+    findings_rng = np.random.default_rng([seed, 3])  # their own stream: the subject stays the one without them
+    wet, findings = draw_normal_findings(template, ventricles, lesion, findings_rng) if normal_findings else (None, [])
+    signal = flair_signal(template, ventricles, lesion, cyst, rng, wet, findings_rng)
     transform = _subject_transform(template, rng)
     inverse_centre = template.image.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in template.image.GetSize()])
-    grid, axis, plane, orientation, thick = _acquisition_grid(rng, inverse_centre)
-    image, pvl, vent = _acquire([signal, lesion, ventricles.astype(np.float32)], template, transform, grid, axis)
+    grid, axis, plane, orientation, thick, box_shape = acquisition_grid(rng, inverse_centre, gap, isotropic_mm)
+    volumes = [signal, lesion, ventricles.astype(np.float32)]
+    if acquisition in ("clinical", "3d"):
+        # The point spread across the slices is the slice profile (FWHM the thickness; a 3D sequence's voxel), in plane
+        # a Gaussian of psf_voxels; a 3D acquisition's is the same on every axis.
+        image, pvl, vent = acquire_gaussian_profile(volumes, template, transform, grid, axis,
+                                                     thick if acquisition == "clinical" else psf_voxels * 2.3548 * thick)
+        in_plane_sigma = [psf_voxels] * 3
+        in_plane_sigma[2 - axis] = 0.0
+        image = ndimage.gaussian_filter(image, in_plane_sigma)
+    else:
+        image, pvl, vent = acquire_box_profile(volumes, template, transform, grid, axis)
     pvl, vent = pvl >= 0.5, vent >= 0.5
-    image = image * _bias(image.shape, rng)
+    image = image * polynomial_bias(image.shape, rng)
     sigma = rng.uniform(0.01, 0.04) * float(np.percentile(image, 99))
-    image = np.sqrt((image + rng.normal(0, sigma, image.shape)) ** 2 + rng.normal(0, sigma, image.shape) ** 2)
+    if acquisition == "box":
+        noise = rng.normal(0, sigma, image.shape), rng.normal(0, sigma, image.shape)
+    else:  # the box grid's draws are made all the same, so that what the stream draws next (the MACS flip) is the box cohort's
+        rng.normal(size=box_shape), rng.normal(size=box_shape)
+        noise = clinical_rng.normal(0, sigma, image.shape), clinical_rng.normal(0, sigma, image.shape)
+    image = np.sqrt((image + noise[0]) ** 2 + noise[1] ** 2)
     voxel_ml = float(np.prod(grid.GetSpacing())) / 1000.0
     (xl, xh), (yl, yh), (zl, zh) = MOTOR_BOX_RAS
     x, y, z = template.ras
@@ -281,12 +299,16 @@ def make_case(template: Template, seed: int) -> dict:
         "record": {"severity": ["none", "mild", "moderate", "severe"][severity], "plane": plane, "orientation": orientation,
                    "slice_mm": round(thick, 2), "in_plane_mm": round(grid.GetSpacing()[(axis + 1) % 3], 2),
                    "pvl_ml": round(float(pvl.sum()) * voxel_ml, 3), "ventricles_ml": round(float(vent.sum()) * voxel_ml, 2),
-                   "motor_ml": round(motor_ml, 3), "macs_flipped": bool(flipped), "ventricle_growth_mm": round(float(growth), 2)},
+                   "motor_ml": round(motor_ml, 3), "macs_flipped": bool(flipped), "ventricle_growth_mm": round(float(growth), 2),
+                   **({"acquisition": acquisition, "gap_mm": round(thick * gap, 2), "psf_sigma_voxels": round(psf_voxels, 2)}
+                      if acquisition != "box" else {}),
+                   **({"normal_findings": findings, "normal_findings_ml": round(float(wet.sum()) / 1000.0, 2)} if normal_findings else {})},
     }
 
 
-def generate(out: Path, n: int = 24, seed: int = 0, log=print) -> Manifest:
-    """Write ``n`` cases (all in the "test" split) with a manifest `shmn evaluate` reads."""
+def generate(out: Path, n: int = 24, seed: int = 0, log=print, acquisition: str = "box", normal_findings: bool = False) -> Manifest:
+    """Write ``n`` cases (all in the "test" split) with a manifest `shmn evaluate` reads; ``acquisition``: see make_case
+    (the same seed gives the same subjects either way)."""
     out = Path(out)
     if (out / "manifest.json").exists():
         raise SystemExit(f"{out}: already holds a cohort; choose another folder")
@@ -294,15 +316,18 @@ def generate(out: Path, n: int = 24, seed: int = 0, log=print) -> Manifest:
     cases, records = [], {}
     for i in range(n):
         case_id = f"ood{i:03d}"
-        case = make_case(template, int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
+        case = make_case(template, int(np.random.SeedSequence([seed, i]).generate_state(1)[0]), acquisition, normal_findings)
         for key, sub in (("image", "images"), ("pvl", "labels/pvl"), ("ventricles", "labels/ventricles")):
             write_volume(case[key], out / sub / f"{case_id}.nii.gz", overwrite=False)
         cases.append(Case(id=case_id, image=f"images/{case_id}.nii.gz", pvl=f"labels/pvl/{case_id}.nii.gz",
                           ventricles=f"labels/ventricles/{case_id}.nii.gz", macs=case["macs"], split="test"))
         records[case_id] = {**case["record"], "macs": case["macs"]}
         log(f"{case_id}: {json.dumps(records[case_id])}")
+    grids = {"box": "clinical 2D grids", "clinical": "clinical 2D grids with a Gaussian slice profile, gaps and in-plane blur, labels at voxel centres",
+             "3d": "3D FLAIR grids (isotropic 0.9-1.2 mm, Gaussian point spread), labels at voxel centres"}[acquisition]
+    grids += ", normal FLAIR findings (caps, rim, terminal zones; not labelled)" if normal_findings else ""
     manifest = Manifest(root=out, cases=cases, name="ood", synthetic=True,
-                        description="out-of-distribution phantoms: ICBM 2009a head anatomy, FLAIR signal equation, clinical 2D grids (benchmarks/ood_cohort)")
+                        description=f"out-of-distribution phantoms: ICBM 2009a head anatomy, FLAIR signal equation, {grids} (benchmarks/ood_cohort)")
     manifest.save()
     (out / "cases.json").write_text(json.dumps(records, indent=1))
     return manifest
