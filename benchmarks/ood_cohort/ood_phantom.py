@@ -238,12 +238,14 @@ def _subject_transform(template: Template, rng) -> sitk.Transform:
 
 
 def make_case(template: Template, seed: int, acquisition: str = "box", normal_findings: bool = False) -> dict:
-    """One subject; ``acquisition``: "box" (box slice profile, labels by covered share) or "clinical" (the same
-    subject: Gaussian slice profile with gaps, in-plane blur, labels at the voxel centre; module docstring)."""
+    """One subject; ``acquisition``: "box" (box slice profile, labels by covered share), "clinical" (the same
+    subject: Gaussian slice profile with gaps, in-plane blur, labels at the voxel centre) or "3d" (a 3D FLAIR);
+    ``normal_findings``: unlabelled caps, rim and terminal zones (module docstring)."""
     if acquisition not in ("box", "clinical", "3d"):
         raise ValueError(f"acquisition: expected 'box', 'clinical' or '3d', got {acquisition!r}")
     rng = np.random.default_rng(seed)
-    # The clinical variant's own draws come from their own stream: the subject, grid and noise stay the box cohort's.
+    # The other acquisitions' draws come from their own stream: the subject, its grid's orientation and its MACS group
+    # stay the box cohort's.
     clinical_rng = np.random.default_rng([seed, 2])
     gap = float(clinical_rng.uniform(0.0, 0.3)) if acquisition == "clinical" else 0.0
     psf_voxels = float(clinical_rng.uniform(0.3, 0.6))
