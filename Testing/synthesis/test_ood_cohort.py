@@ -117,3 +117,33 @@ def test_normal_findings_brighten_the_same_subject_and_never_enter_a_label():
     before, after = (sitk.GetArrayFromImage(c["image"]) for c in (plain, with_findings))
     changed = np.abs(after - before) > 0.01 * np.percentile(before, 99)
     assert changed.sum() > 100 and (after[changed] > before[changed]).mean() > 0.95  # brighter than the white matter they replace
+
+
+def _tiny_cohort(folder: Path, spacing: tuple[float, float, float]) -> None:
+    image = np.full((12, 24, 20), 100.0, np.float32)
+    lesion = np.zeros(image.shape, np.uint8)
+    lesion[5:8, 10:14, 8:12] = 1
+    image[lesion > 0] = 300.0
+    for sub, array in (("images", image), ("labels/pvl", lesion), ("labels/ventricles", np.zeros_like(lesion))):
+        out = sitk.GetImageFromArray(array)
+        out.SetSpacing(spacing)
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(out, str(folder / sub / "ood000.nii.gz"))
+
+
+def test_the_acquisition_montage_shows_each_cohort_and_names_a_missing_file(tmp_path):
+    sys.path.insert(0, str(OOD))
+    try:
+        import acquisition_montage
+    finally:
+        sys.path.remove(str(OOD))
+    _tiny_cohort(tmp_path / "box", (1.0, 1.0, 3.0))
+    _tiny_cohort(tmp_path / "thin", (1.0, 1.0, 1.0))
+    out = tmp_path / "montage.png"
+    assert acquisition_montage.main(["--case", "ood000", "--cohort", f"box={tmp_path / 'box'}", "--cohort", f"thin={tmp_path / 'thin'}",
+                                     "-o", str(out)]) == 0
+    assert out.stat().st_size > 5000
+    with pytest.raises(SystemExit, match="ood001.nii.gz not found"):
+        acquisition_montage.main(["--case", "ood001", "--cohort", f"box={tmp_path / 'box'}", "-o", str(out)])
+    with pytest.raises(SystemExit, match="expected NAME=FOLDER"):
+        acquisition_montage.main(["--case", "ood000", "--cohort", str(tmp_path / "box"), "-o", str(out)])
