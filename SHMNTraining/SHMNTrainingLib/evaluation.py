@@ -22,6 +22,9 @@ LABELS = {
     "ece": "MACS ECE",
 }
 MACS_KEYS = ("accuracy", "f1", "auc", "ece")
+# The two MACS estimates (summary keys) and their names: once both are there, each row says which it is.
+MACS_ESTIMATES = (("macs", "network head"), ("macs_burden", "motor burden, primary"))
+VISIBILITY = (("visible", "Ventricle Dice, boundary visible"), ("not_visible", "Ventricle Dice, boundary not visible"))
 
 
 def _text(value, digits: int = 3) -> str:
@@ -31,16 +34,26 @@ def _text(value, digits: int = 3) -> str:
 def evaluationRows(results: dict) -> list[tuple[str, str, str, str, str]]:
     summary = results.get("summary") or {}
     rows = []
+    grouped = {key for key, _ in MACS_ESTIMATES} | {"ventricle_dice_by_visibility"}
     for key, stats in summary.items():
-        if key == "macs" or not isinstance(stats, dict):
+        if key in grouped or not isinstance(stats, dict):
             continue
-        n = f"{stats.get('n', '')}" + (f" ({stats['infinite']} infinite)" if stats.get("infinite") else "")
-        rows.append((LABELS.get(key, key), _text(stats.get("mean")), _text(stats.get("sd")), _text(stats.get("median")), n))
-    macs = summary.get("macs") or {}
-    for key in MACS_KEYS:
-        if key in macs:
-            rows.append((LABELS[key], _text(macs[key]), "", "", str(macs.get("n", ""))))
+        rows.append(_statisticsRow(LABELS.get(key, key), stats))
+    byVisibility = summary.get("ventricle_dice_by_visibility") or {}
+    rows.extend(_statisticsRow(label, byVisibility[name]) for name, label in VISIBILITY if byVisibility.get(name))
+    both = all(summary.get(key) for key, _ in MACS_ESTIMATES)
+    for estimateKey, estimate in MACS_ESTIMATES:
+        macs = summary.get(estimateKey) or {}
+        for key in MACS_KEYS:
+            if key in macs:
+                label = f"{LABELS[key]}, {estimate}" if both or estimateKey != "macs" else LABELS[key]
+                rows.append((label, _text(macs[key]), "", "", str(macs.get("n", ""))))
     return rows
+
+
+def _statisticsRow(label: str, stats: dict) -> tuple[str, str, str, str, str]:
+    n = f"{stats.get('n', '')}" + (f" ({stats['infinite']} infinite)" if stats.get("infinite") else "")
+    return (label, _text(stats.get("mean")), _text(stats.get("sd")), _text(stats.get("median")), n)
 
 
 def evaluationTable(results: dict, scene, name: str):

@@ -332,6 +332,22 @@ def test_evaluation_on_the_test_split_lands_in_a_table(trained):
     metrics = [table.GetCellText(row, 0) for row in range(table.GetNumberOfRows())]
     assert "PVL Dice" in metrics
     assert run.evaluation["summary"]["pvl_dice"]["n"] == 1
+    assert not any(m.startswith(("macs", "ventricle_dice")) for m in metrics), metrics  # summary keys never shown raw
+
+
+def test_evaluation_rows_name_both_macs_estimates_and_the_ventricle_visibility_split():
+    from SHMNTrainingLib.evaluation import evaluationRows
+
+    summary = {"pvl_dice": {"n": 2, "infinite": 0, "mean": 0.5, "sd": 0.1, "median": 0.5},
+               "ventricle_dice_by_visibility": {"visible": {"n": 3, "infinite": 0, "mean": 0.9, "sd": 0.0, "median": 0.9}},
+               "macs": {"accuracy": 0.5, "auc": 0.4, "n": 4}, "macs_burden": {"accuracy": 1.0, "auc": 1.0, "n": 4}}
+    rows = {row[0]: row for row in evaluationRows({"summary": summary})}
+    assert rows["Ventricle Dice, boundary visible"][1:] == ("0.900", "0.000", "0.900", "3")
+    assert rows["MACS AUC, network head"][1] == "0.400" and rows["MACS AUC, motor burden, primary"][1] == "1.000"
+    assert set(rows) == {"PVL Dice", "Ventricle Dice, boundary visible", "MACS accuracy, network head", "MACS AUC, network head",
+                         "MACS accuracy, motor burden, primary", "MACS AUC, motor burden, primary"}
+    del summary["macs_burden"]
+    assert "MACS AUC" in {row[0] for row in evaluationRows({"summary": summary})}  # one estimate: no need to name it
 
 
 def test_registered_model_is_selectable_in_the_segmenter(trained, monkeypatch, tmp_path):

@@ -62,6 +62,20 @@ def test_summary_skips_missing_labels_and_counts_infinite_distances():
     assert "ventricle_dice_by_visibility" not in summary and "boundary visible" not in table  # no case carries the figure
 
 
+def test_summary_scores_the_motor_burden_macs_estimate_beside_the_network_head_and_names_each():
+    truth = (1.0, 0.0, 1.0, 0.0)
+    cases = [{"metrics": {}, "macs_true": y, "macs_probability": p, "macs_from_burden": b}
+             for y, p, b in zip(truth, (0.4, 0.6, 0.3, 0.7), (0.9, 0.1, 0.8, 0.2))]
+    cases.append({"metrics": {}, "macs_true": 1.0, "macs_probability": 0.5, "macs_from_burden": None})  # no burden: network only
+    summary = summarise(cases)
+    assert summary["macs"]["n"] == 5 and summary["macs_burden"]["n"] == 4
+    assert summary["macs_burden"]["auc"] == 1.0 and summary["macs_burden"]["accuracy"] == 1.0
+    assert summary["macs"]["auc"] < 0.5  # the head ranks them the wrong way round: the two are not mixed up
+    table = markdown_table(summary)
+    assert "| MACS AUC, motor burden, primary | 1.000 | | 4 |" in table and "| MACS AUC, network head |" in table
+    assert "| MACS AUC |" not in table
+
+
 def test_summary_splits_ventricle_dice_by_whether_the_image_shows_the_boundary():
     cases = [{"metrics": {"ventricle_dice": dice}, "ventricle_contrast_to_spread": figure}
              for dice, figure in ((0.9, 6.0), (0.94, 2.0), (0.5, 1.99), (0.6, -1.0), (0.8, None))]
@@ -123,7 +137,8 @@ def test_evaluate_cli_writes_metrics_json_and_table(small_cohort, known_model, c
     assert all(c["macs_from_burden"] == pytest.approx(no_burden) for c in results["cases"])
     if any(s.ventricles for s in samples):
         assert summary["ventricle_dice"]["mean"] == 0.0
-    assert "| PVL Dice | 0.000 ± 0.000 |" in out and "| MACS accuracy |" in out
+    assert "| PVL Dice | 0.000 ± 0.000 |" in out and "| MACS accuracy, network head |" in out
+    assert "| MACS accuracy, motor burden, primary |" in out and summary["macs_burden"]["n"] == len(labels)
 
 
 def test_evaluate_refuses_empty_runs_and_splits(small_cohort, tmp_path):

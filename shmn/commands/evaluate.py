@@ -17,7 +17,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=(
             "Run a model (a run folder's best model, a .safetensors file or a registered model name) on the cases "
             "of a split and compare with their labels on each case's native grid: PVL Dice, HD95, lesion-wise F1, "
-            "absolute volume difference; ventricle Dice; MACS accuracy, F1, AUC, ECE. Prints a markdown table."
+            "absolute volume difference; ventricle Dice; MACS accuracy, F1, AUC, ECE of the network head and of the "
+            "motor-burden estimate (the primary one). Prints a markdown table."
         ),
     )
     parser.add_argument("model", metavar="RUN_DIR_OR_MODEL", help="run folder, model file or registered model name")

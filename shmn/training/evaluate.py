@@ -5,7 +5,8 @@ preprocessing with the model card's parameters, the network, the probabilities b
 case's NATIVE voxel grid and thresholded at predict's MASK_THRESHOLD) and is compared there with the
 manifest's masks, so the numbers describe what a user gets. Metrics
 (shmn.measures.metrics): PVL Dice, HD95 (mm), lesion-wise F1, absolute volume difference (%), volumes (mL);
-ventricle Dice; MACS accuracy, F1, AUC and ECE over the split. A metric is skipped for a case that
+ventricle Dice; MACS accuracy, F1, AUC and ECE over the split, of the network head (``macs``) and of the
+burden estimate (``macs_burden``). A metric is skipped for a case that
 lacks its label or a model that lacks the task. Each case also records ``macs_from_burden``, the burden
 MACS estimate on its predicted lesions (shmn.measures.burden_macs; ranked by ``rank_estimates``), with
 ``motor_lesion_ml`` (lesion mL per motor region) and ``template_lesion_ml`` (all of it) it was scored from.
@@ -40,6 +41,9 @@ CASE_METRICS = (
 # Evaluation caches images only; the density map's width enters label entries' keys, which it never reads.
 DENSITY_SIGMA_UNUSED = 4.0
 MACS_METRICS = (("accuracy", "MACS accuracy"), ("f1", "MACS F1 (severe)"), ("auc", "MACS AUC"), ("ece", "MACS ECE"))
+# The two MACS estimates a case has (report.json): the network's head and the motor-burden estimate, which the
+# report calls primary; the table names each once both are there.
+MACS_ESTIMATES = (("macs", "macs_probability", "network head"), ("macs_burden", "macs_from_burden", "motor burden, primary"))
 
 
 def resolve_model(model: str | Path) -> str | Path:
@@ -122,10 +126,11 @@ def summarise(cases: list[dict]) -> dict:
             by_visibility[name] = _statistics(values)
     if by_visibility:
         summary["ventricle_dice_by_visibility"] = by_visibility
-    pairs = [(c["macs_probability"], c["macs_true"]) for c in cases if c.get("macs_true") is not None and c.get("macs_probability") is not None]
-    if pairs:
-        scores = macs_metrics([p for p, _ in pairs], [y for _, y in pairs])
-        summary["macs"] = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in scores.items()}
+    for key, field, _label in MACS_ESTIMATES:
+        pairs = [(c[field], c["macs_true"]) for c in cases if c.get("macs_true") is not None and c.get(field) is not None]
+        if pairs:
+            scores = macs_metrics([p for p, _ in pairs], [y for _, y in pairs])
+            summary[key] = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in scores.items()}
     return summary
 
 
@@ -143,11 +148,15 @@ def markdown_table(summary: dict) -> str:
         stats = (summary.get("ventricle_dice_by_visibility") or {}).get(name)
         if stats:
             rows.append(f"| Ventricle Dice, {label} | {stats['mean']:.3f} ± {stats['sd']:.3f} | {stats['median']:.3f} | {stats['n']} |")
-    macs = summary.get("macs")
-    if macs:
-        for key, label in MACS_METRICS:
-            value = macs.get(key)
-            rows.append(f"| {label} | {'—' if value is None else f'{value:.3f}'} | | {macs['n']} |")
+    both = all(summary.get(key) for key, _field, _label in MACS_ESTIMATES)
+    for key, _field, estimate in MACS_ESTIMATES:
+        macs = summary.get(key)
+        if not macs:
+            continue
+        for metric, label in MACS_METRICS:
+            value = macs.get(metric)
+            name = f"{label}, {estimate}" if both or key != "macs" else label
+            rows.append(f"| {name} | {'—' if value is None else f'{value:.3f}'} | | {macs['n']} |")
     return "\n".join(rows)
 
 
