@@ -44,22 +44,29 @@ def acquisition_grid(rng, fov_centre, gap: float = 0.0, isotropic_mm: float | No
     return grid, axis, plane, code + (" oblique" if oblique else ""), thick, box_shape
 
 
-def acquire_box_profile(volumes: list, template, transform: sitk.Transform, grid: sitk.Image, axis: int) -> list:
-    """Sample the template-space ``volumes`` (one resampling of a vector image) on a fine copy of ``grid``
-    (sub-slices about 1.5 mm apart) and average each slice's thickness: a box slice profile."""
+def _sub_slices(volumes: list, template, transform: sitk.Transform, grid: sitk.Image, axis: int, factor: int,
+                shift_mm: float) -> tuple[np.ndarray, float]:
+    """The template-space ``volumes`` (one resampling of a vector image) on a copy of ``grid`` with ``factor``
+    sub-slices per slice, the first ``shift_mm`` from the slice's centre; (z, y, x, c) and the sub-slice spacing."""
     source = sitk.Compose([sitk.GetImageFromArray(v.astype(np.float32)) for v in volumes])
     source.CopyInformation(template.image)
-    thick = grid.GetSpacing()[axis]
-    factor = max(1, int(round(thick / 1.5)))
     fine = sitk.Image([n * factor if a == axis else n for a, n in enumerate(grid.GetSize())], sitk.sitkVectorFloat32, len(volumes))
     spacing = list(grid.GetSpacing())
-    spacing[axis] = thick / factor
+    spacing[axis] = grid.GetSpacing()[axis] / factor
     fine.SetSpacing(spacing)
     fine.SetDirection(grid.GetDirection())
     shift = np.zeros(3)
-    shift[axis] = -(thick - spacing[axis]) / 2
+    shift[axis] = shift_mm
     fine.SetOrigin((np.array(grid.GetOrigin()) + np.array(grid.GetDirection()).reshape(3, 3) @ shift).tolist())
-    sampled = sitk.GetArrayFromImage(sitk.Resample(source, fine, transform, sitk.sitkLinear, 0.0))  # (z, y, x, c)
+    return sitk.GetArrayFromImage(sitk.Resample(source, fine, transform, sitk.sitkLinear, 0.0)), spacing[axis]
+
+
+def acquire_box_profile(volumes: list, template, transform: sitk.Transform, grid: sitk.Image, axis: int) -> list:
+    """Sample the template-space ``volumes`` on a fine copy of ``grid`` (sub-slices about 1.5 mm apart) and average
+    each slice's thickness: a box slice profile."""
+    thick = grid.GetSpacing()[axis]
+    factor = max(1, int(round(thick / 1.5)))
+    sampled, _ = _sub_slices(volumes, template, transform, grid, axis, factor, -(thick - thick / factor) / 2)
     np_axis = 2 - axis
     shape = list(sampled.shape)
     shape[np_axis:np_axis + 1] = [shape[np_axis] // factor, factor]
@@ -68,29 +75,19 @@ def acquire_box_profile(volumes: list, template, transform: sitk.Transform, grid
 
 
 def acquire_gaussian_profile(volumes: list, template, transform: sitk.Transform, grid: sitk.Image, axis: int,
-                               thick: float) -> list:
+                             thick: float) -> list:
     """Sample the template-space ``volumes`` on a fine copy of ``grid`` (sub-slices about 0.75 mm apart, one at each
     slice centre): the first (the signal) is weighted across slices by a Gaussian slice profile of FWHM ``thick``
     (it reaches into the gap and the neighbours, as a 2D sequence's does), the others (labels) are read at the slice
     centre."""
-    source = sitk.Compose([sitk.GetImageFromArray(v.astype(np.float32)) for v in volumes])
-    source.CopyInformation(template.image)
     step = grid.GetSpacing()[axis]
     factor = max(3, int(round(step / 0.75)))
     factor += 1 - factor % 2  # odd: the middle sub-slice is the slice centre
-    fine = sitk.Image([n * factor if a == axis else n for a, n in enumerate(grid.GetSize())], sitk.sitkVectorFloat32, len(volumes))
-    spacing = list(grid.GetSpacing())
-    spacing[axis] = step / factor
-    fine.SetSpacing(spacing)
-    fine.SetDirection(grid.GetDirection())
-    shift = np.zeros(3)
-    shift[axis] = -(factor // 2) * spacing[axis]
-    fine.SetOrigin((np.array(grid.GetOrigin()) + np.array(grid.GetDirection()).reshape(3, 3) @ shift).tolist())
-    sampled = sitk.GetArrayFromImage(sitk.Resample(source, fine, transform, sitk.sitkLinear, 0.0))  # (z, y, x, c)
+    sampled, fine_mm = _sub_slices(volumes, template, transform, grid, axis, factor, -(factor // 2) * (step / factor))
     np_axis = 2 - axis
     centres = [slice(None)] * 3
     centres[np_axis] = slice(factor // 2, None, factor)
-    signal = ndimage.gaussian_filter1d(sampled[..., 0], thick / 2.3548 / spacing[axis], axis=np_axis, mode="nearest")
+    signal = ndimage.gaussian_filter1d(sampled[..., 0], thick / 2.3548 / fine_mm, axis=np_axis, mode="nearest")
     return [signal[tuple(centres)]] + [sampled[..., c][tuple(centres)] for c in range(1, len(volumes))]
 
 
