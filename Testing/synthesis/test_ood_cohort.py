@@ -132,11 +132,11 @@ def _tiny_cohort(folder: Path, spacing: tuple[float, float, float]) -> None:
 
 
 def test_the_acquisition_montage_shows_each_cohort_and_names_a_missing_file(tmp_path):
-    sys.path.insert(0, str(OOD))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         import acquisition_montage
     finally:
-        sys.path.remove(str(OOD))
+        sys.path.remove(str(ROOT / "benchmarks"))
     _tiny_cohort(tmp_path / "box", (1.0, 1.0, 3.0))
     _tiny_cohort(tmp_path / "thin", (1.0, 1.0, 1.0))
     out = tmp_path / "montage.png"

@@ -158,7 +158,8 @@ def draw_normal_findings(template: Template, ventricles: np.ndarray, lesion: np.
     kinds = kinds or [str(rng.choice(["caps", "rim", "terminal zones"]))]
     x, y, z = template.ras
     white = np.clip((template.wm - 0.3) / 0.4, 0.0, 1.0) * ~ventricles
-    distance = ndimage.distance_transform_edt(~ventricles).astype(np.float32)  # mm: the template is 1 mm
+    # mm from the subject's ventricles (the template is 1 mm): caps and rim only, a whole-head transform
+    distance = ndimage.distance_transform_edt(~ventricles).astype(np.float32) if {"caps", "rim"} & set(kinds) else None
     wet = np.zeros(ventricles.shape, np.float32)
     if "caps" in kinds:  # crescents in front of the frontal horns' tips
         tip = float(y[ventricles].max())

@@ -1,12 +1,12 @@
 """One OOD subject as each acquisition shows it, with its reference lesions (yellow) and ventricles (cyan) and,
 when given, a model's (`shmn predict` output folders: red / blue).
 
-    python benchmarks/ood_cohort/acquisition_montage.py --case ood003 --cohort box=ood67 --cohort clinical=clinical-67 \
+    python benchmarks/acquisition_montage.py --case ood003 --cohort box=ood67 --cohort clinical=clinical-67 \
         --cohort 3d=3d-67 [--predictions box=pred/box ...] -o montage.png
 
-Every image is resampled (linear; labels nearest) onto one 1 mm axial grid of the first cohort's image, and the
-axial slice with the most reference lesion is shown (anterior up, the patient's right on the left), so that the
-panels show the same anatomy.
+The axial slice (anterior up, the patient's right on the left) with the most reference lesion of the first cohort,
+on a 1 mm grid over its field of view, is taken from every image (linear; labels nearest) with the overview's own
+slicing (shmn.reporting.overview), so that the panels show the same anatomy.
 """
 
 from __future__ import annotations
@@ -18,20 +18,21 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from shmn.reporting.overview import _physical_bounds, _sample, _slice_reference
 
-def _axial_1mm(reference: sitk.Image) -> sitk.Image:
-    """A 1 mm grid in the patient's axis directions (LPS) covering ``reference``'s field of view."""
-    corners = [reference.TransformContinuousIndexToPhysicalPoint([c * (n - 1) for c, n in zip(corner, reference.GetSize())])
-               for corner in np.ndindex(2, 2, 2)]
-    low, high = np.min(corners, axis=0), np.max(corners, axis=0)
-    grid = sitk.Image([int(np.ceil(h - l)) + 1 for l, h in zip(low, high)], sitk.sitkFloat32)
+
+def _slice_grid(first_label: sitk.Image) -> sitk.Image:
+    """The 1 mm axial slice (LPS-aligned, over ``first_label``'s field of view) where that label has most voxels."""
+    low, high = _physical_bounds(first_label)
+    grid = sitk.Image([int(np.ceil(h - l)) + 1 for l, h in zip(low, high)], sitk.sitkUInt8)
     grid.SetOrigin(low.tolist())
-    return grid
+    counts = sitk.GetArrayFromImage(sitk.Resample(first_label, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0)).sum(axis=(1, 2))
+    z = int(np.argmax(counts)) if counts.any() else len(counts) // 2
+    return _slice_reference(low, high, 1.0, 2, low + np.array([0.0, 0.0, float(z)]))
 
 
 def _on(grid: sitk.Image, image: sitk.Image, label: bool) -> np.ndarray:
-    interpolator = sitk.sitkNearestNeighbor if label else sitk.sitkLinear
-    return sitk.GetArrayFromImage(sitk.Resample(image, grid, sitk.Transform(), interpolator, 0.0))
+    return _sample(image, grid, sitk.sitkNearestNeighbor if label else sitk.sitkLinear, 2)
 
 
 def _pairs(values: list[str], option: str) -> dict[str, Path]:
@@ -63,20 +64,17 @@ def main(argv=None) -> int:
         for path in group.values():
             if not path.is_file():
                 raise SystemExit(f"--cohort {name}: {path} not found (expected generate.py's layout)")
-    grid = _axial_1mm(sitk.ReadImage(str(next(iter(files.values()))["image"])))
-    first = next(iter(files.values()))
-    lesions = _on(grid, sitk.ReadImage(str(first["pvl"])), True)
-    z = int(np.argmax(lesions.sum(axis=(1, 2)))) if lesions.any() else lesions.shape[0] // 2
+    grid = _slice_grid(sitk.ReadImage(str(next(iter(files.values()))["pvl"])))
     fig, axes = plt.subplots(1, len(files), figsize=(4.2 * len(files), 4.8), squeeze=False)
     for ax, (name, group) in zip(axes[0], files.items()):
         source = sitk.ReadImage(str(group["image"]))
-        image = _on(grid, source, False)[z]
+        image = _on(grid, source, False)
         ax.imshow(image, cmap="gray", vmin=0, vmax=float(np.percentile(image, 99.5)), origin="upper")
         for key, colour in (("pvl", "yellow"), ("ventricles", "cyan")):
-            ax.contour(_on(grid, sitk.ReadImage(str(group[key])), True)[z] > 0, [0.5], colors=colour, linewidths=0.8)
+            ax.contour(_on(grid, sitk.ReadImage(str(group[key])), True) > 0, [0.5], colors=colour, linewidths=0.8)
         if name in predictions:
             for key, colour in (("pvl", "red"), ("ventricles", "blue")):
-                ax.contour(_on(grid, sitk.ReadImage(str(predictions[name] / f"{key}.nii.gz")), True)[z] > 0, [0.5], colors=colour,
+                ax.contour(_on(grid, sitk.ReadImage(str(predictions[name] / f"{key}.nii.gz")), True) > 0, [0.5], colors=colour,
                            linewidths=0.8, linestyles="dashed")
         spacing = "x".join(f"{s:.2g}" for s in source.GetSpacing())
         ax.set_title(f"{name}: {spacing} mm", fontsize=10)
