@@ -4,10 +4,11 @@
   IDs, names, colours and terminology are exactly what the engine wrote; shown in 2D and 3D;
 - lesion centres: a markups point list, one control point per lesion of ``report.json`` (RAS mm), then one per
   candidate the engine left out of the mask because the image does not show it (C1, C2...);
-- results table: one row per lesion (with its mean probability, uncertainty and a "REVIEW: model unsure"
-  flag where the engine flagged it), the candidates the engine left out of the mask because the image does not
-  show them (flagged "REVIEW: not shown by the image"), then totals, MACS prediction (calibrated or not), the motor-pathway
-  burden and the burden MACS estimate, and the model's identity.
+- results table: one row per lesion (with its mean probability, uncertainty and a "REVIEW: <reason>" flag where
+  the engine flagged it: "model unsure", or "next to bright CSF" on an image whose CSF is not nulled), the
+  candidates the engine left out of the mask because the image does not show them (flagged "REVIEW: not shown by
+  the image"), then totals, MACS prediction (calibrated or not), the motor-pathway burden and the burden MACS
+  estimate, and the model's identity.
 
 All three go under the input volume's parent in the subject hierarchy (its study) and under the
 input's transform, so they overlay the volume wherever the user has moved it.
@@ -29,6 +30,12 @@ VENTRICLE_OPACITY_3D = 0.4  # see-through ventricles: the lesions around them st
 TABLE_COLUMNS = ("Measurement", "Value", "Unit", "R (mm)", "A (mm)", "S (mm)", "Mean probability", "Uncertainty (bits)",
                  "Mirror disagreement", "Review")
 REQUIRED_REPORT_KEYS = ("case", "macs", "pvl", "ventricles", "model", "disclaimer")
+MODEL_UNSURE = "model unsure"  # the only reason an engine older than review_reason flagged a lesion for
+
+
+def reviewReason(lesion: dict) -> str:
+    """Why the engine flagged a lesion for review (report.json ``review_reason``; "model unsure" from older engines)."""
+    return lesion.get("review_reason") or MODEL_UNSURE
 
 
 class ResultsError(RuntimeError):
@@ -78,7 +85,8 @@ class ResultSummary:
     disclaimer: str
     warnings: tuple[str, ...] = ()
     macsCalibration: str = ""  # macsCalibrationLabel
-    lesionsToReview: int = 0  # lesions the engine flagged: the model is unsure of them
+    lesionsToReview: int = 0  # lesions the engine flagged: the model is unsure of them, or they lie next to bright CSF
+    reviewReasons: str = MODEL_UNSURE  # the reasons of those flags, e.g. "model unsure; next to bright CSF"
     ventriclesVisible: bool | None = None  # False: the image shows no clear ventricle boundary (report.json ventricles.visibility)
     lesionsNotShown: int = 0  # candidates the engine left out of the mask: the image does not show them (pvl.not_shown)
 
@@ -100,6 +108,8 @@ class ResultSummary:
             warnings=tuple(report.get("warnings") or ()),
             macsCalibration=macsCalibrationLabel(report),
             lesionsToReview=sum(bool(lesion.get("review")) for lesion in pvl.get("lesions") or []),
+            reviewReasons="; ".join(sorted({reason for lesion in pvl.get("lesions") or [] if lesion.get("review")
+                                            for reason in reviewReason(lesion).split("; ")})) or MODEL_UNSURE,
             ventriclesVisible=(report["ventricles"].get("visibility") or {}).get("visible"),
             lesionsNotShown=len(_notShown(report)),
         )
@@ -111,7 +121,7 @@ class ResultSummary:
             f"MACS: {self.macsGroup}, p(severe) = {self.macsProbabilitySevere:.2f}"
             + (f", {self.macsCalibration}" if self.macsCalibration else "") if self.macsGroup else f"MACS: {na}",
             f"PVL: {self.pvlVolumeMl:.2f} mL in {self.lesionCount} lesion(s)"
-            + (f", {self.lesionsToReview} flagged for review (model unsure)" if self.lesionsToReview else "")
+            + (f", {self.lesionsToReview} flagged for review ({self.reviewReasons})" if self.lesionsToReview else "")
             + (f"; {self.lesionsNotShown} more candidate(s) the image does not show, not in the mask: check"
                if self.lesionsNotShown else "")
             if self.pvlVolumeMl is not None else f"PVL: {na}",
@@ -137,9 +147,9 @@ def lesionReview(lesion: dict) -> tuple[str, str, str, str]:
     """A lesion's mean probability, uncertainty, mirror disagreement (how far the plain and the mirrored pass
     differ on it) and review flag as shown ("" where the engine gave none).
 
-    "REVIEW: model unsure" marks the lesions the engine flagged (report.json ``review``): look twice."""
+    "REVIEW: <reason>" marks the lesions the engine flagged (report.json ``review``, ``review_reason``): look twice."""
     review = lesion.get("review")
-    flag = "" if review is None else ("REVIEW: model unsure" if review else "confident")
+    flag = "" if review is None else (f"REVIEW: {reviewReason(lesion)}" if review else "confident")
 
     def shown(key: str) -> str:
         return _number(lesion[key], 2) if lesion.get(key) is not None else ""
@@ -230,7 +240,7 @@ def importLesionCentres(report: dict, scene, name: str):
     centres.GetDisplayNode().SetSelectedColor(*engineModule("terminology").PVL_LESION.color)  # the PVL segment's colour
     for number, lesion in enumerate(report["pvl"].get("lesions") or [], start=1):
         index = centres.AddControlPoint(vtk.vtkVector3d(*[float(v) for v in lesion["centre_ras_mm"]]), f"L{number}")
-        review = " (REVIEW: model unsure)" if lesion.get("review") else ""
+        review = f" (REVIEW: {reviewReason(lesion)})" if lesion.get("review") else ""
         centres.SetNthControlPointDescription(index, f"PVL lesion {number}: {float(lesion['volume_ml']):.3f} mL{review}")
         centres.SetNthControlPointLocked(index, True)
     for number, candidate in enumerate(_notShown(report), start=1):

@@ -111,3 +111,18 @@ def test_summary_table_and_points_list_the_candidates_the_image_does_not_show(sc
     assert centres.GetNthControlPointDescription(2) == "Candidate 1 not shown by the image: 0.250 mL (REVIEW: not in the mask)"
     del report["pvl"]["not_shown"]  # an older engine
     assert "does not show" not in ResultSummary.fromReport(report).text()
+
+
+def test_a_lesion_flagged_next_to_bright_csf_shows_its_reason(scene):
+    """report.json's review_reason (an image whose CSF is not nulled) in the table, the summary and the centre's description."""
+    from SHMNSegmenterLib.results import ResultSummary, importLesionCentres, importResultsTable
+
+    report = report_with_flags(True)
+    report["pvl"]["lesions"][0].update(review=True, review_reason="next to bright CSF")
+    report["pvl"]["lesions"][1]["review_reason"] = "model unsure; next to bright CSF"
+    rows = {row[0]: row for row in table_cells(importResultsTable(report, scene, "bright"))}
+    assert rows["PVL lesion 1"][-1] == "REVIEW: next to bright CSF"
+    assert rows["PVL lesion 2"][-1] == "REVIEW: model unsure; next to bright CSF"
+    assert "in 2 lesion(s), 2 flagged for review (model unsure; next to bright CSF)" in ResultSummary.fromReport(report).text()
+    centres = importLesionCentres(report, scene, "bright-centres")
+    assert centres.GetNthControlPointDescription(0).endswith("(REVIEW: next to bright CSF)")

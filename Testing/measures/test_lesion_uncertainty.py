@@ -11,6 +11,7 @@ from shmn.measures.lesion_uncertainty import (
     REVIEW_UNCERTAINTY_BITS, ReviewThresholds, binary_entropy_bits, lesion_review, lesion_uncertainty, review_mask,
 )
 from shmn.measures.lesions import lesion_components
+from shmn.measures.ventricle_visibility import bright_csf_lesion_warning, csf_brighter_than_tissue
 
 SHAPE = (40, 48, 64)
 
@@ -68,7 +69,51 @@ def test_lesion_review_on_images_and_report_fields():
     assert flagged.GetSpacing() == probability.GetSpacing() and flagged.GetPixelID() == sitk.sitkUInt8
     assert sorted(lesion.review for lesion in by_label.values()) == [False, True]
     fields = next(lesion for lesion in by_label.values() if lesion.review).report_fields()
-    assert set(fields) == {"mean_probability", "uncertainty", "review"} and fields["review"] is True
+    assert set(fields) == {"mean_probability", "uncertainty", "review", "review_reason"} and fields["review"] is True
+    assert fields["review_reason"] == "model unsure"
+    assert "review_reason" not in next(lesion for lesion in by_label.values() if not lesion.review).report_fields()
     assert lesion_uncertainty(np.zeros(SHAPE, np.int32), 0, np.zeros(SHAPE)) == []
     with pytest.raises(ValueError, match="share one grid"):
         lesion_uncertainty(np.ones((2, 2, 2), np.int32), 1, np.zeros((3, 3, 3)))
+
+
+def bright_lesion_by_a_ventricle() -> tuple[sitk.Image, sitk.Image, sitk.Image]:
+    """The bright lesion of faint_and_bright with a box of ventricle next to its edge (x 22-25, the lesion ending at
+    x 21), the faint one far from it; (mask, probability, ventricles) on one grid."""
+    array = faint_and_bright()
+    ventricles = np.zeros(SHAPE, np.uint8)
+    ventricles[14:27, 18:31, 22:26] = 1
+    images = [sitk.GetImageFromArray(a) for a in ((array >= 0.5).astype(np.uint8), array, ventricles)]
+    for image in images:
+        image.SetSpacing((0.9, 1.1, 2.0))
+    return tuple(images)
+
+
+def test_lesions_touching_ventricles_of_bright_csf_are_flagged_with_the_reason():
+    mask, probability, ventricles = bright_lesion_by_a_ventricle()
+    assert sitk.GetArrayViewFromImage(mask)[20, 24, 21] and not sitk.GetArrayViewFromImage(mask)[20, 24, 22]  # neighbours
+    plain, _ = lesion_review(mask, probability)
+    flagged, review = lesion_review(mask, probability, bright_csf_ventricles=ventricles)
+    labels, _ = lesion_components(sitk.GetArrayViewFromImage(mask))
+    bright, faint = int(labels[20, 24, 16]), int(labels[20, 24, 48])
+    assert not plain[bright].review and flagged[bright].review and flagged[bright].next_to_bright_csf
+    assert flagged[bright].report_fields()["review_reason"] == "next to bright CSF"
+    # the faint lesion, far from the ventricles, keeps its own flag and only its own reason
+    assert plain[faint].review and flagged[faint].report_fields()["review_reason"] == "model unsure"
+    assert sitk.GetArrayViewFromImage(review)[20, 24, 16] == 1  # the overview outlines it
+    # one voxel between them: it does not touch
+    far = sitk.GetArrayFromImage(ventricles)
+    far = np.roll(far, 1, axis=2)
+    moved = sitk.GetImageFromArray(far)
+    moved.CopyInformation(ventricles)
+    assert not lesion_review(mask, probability, bright_csf_ventricles=moved)[0][bright].review
+    rows = [lesion.report_fields() for lesion in flagged.values()]
+    warning = bright_csf_lesion_warning(rows)
+    assert warning.startswith("1 lesion(s) touch the ventricles") and "next to bright CSF" in warning
+    assert bright_csf_lesion_warning([lesion.report_fields() for lesion in plain.values()]) is None
+
+
+def test_csf_brighter_than_tissue_reads_the_boundary_steps_figure():
+    assert csf_brighter_than_tissue({"ventricles": {"contrast_to_spread": -0.4}})
+    assert not csf_brighter_than_tissue({"ventricles": {"contrast_to_spread": 0.7}})  # barely darker: not visible, not bright
+    assert not csf_brighter_than_tissue(None) and not csf_brighter_than_tissue({"pvl": {}})  # --boundary model: not measured

@@ -311,6 +311,10 @@ def test_calibrated_report_shows_both_probabilities_and_the_review_flags(predict
     assert findings["p(severe), calibrated (Platt scaling)"] == "0.81 → severe"
     first = page.tables["lesions"][1]
     assert first[4:] == ["0.65", "review (0.88 bits, mirror diff 0.12)"]
+    # a lesion flagged because it touches ventricles whose CSF is bright says so (report.json review_reason)
+    calibrated["pvl"]["lesions"][0]["review_reason"] = "model unsure; next to bright CSF"
+    page = Tables(render_case_html(case_context(calibrated, PatientHeader("pvl_000.nii.gz"), None, anonymise=False)))
+    assert page.tables["lesions"][1][5] == "review: model unsure; next to bright CSF (0.88 bits, mirror diff 0.12)"
 
 
 def test_the_model_table_says_how_the_result_was_made(predicted_batch):

@@ -35,6 +35,7 @@ from shmn.inference.motor import case_motor_burden
 from shmn.inference.native_boundary import refine_native
 from shmn.inference.findings import lesion_rows, localization_centres
 from shmn.measures.lesion_uncertainty import REVIEW_DISAGREEMENT, REVIEW_UNCERTAINTY_BITS, ReviewThresholds, lesion_review
+from shmn.measures.ventricle_visibility import csf_brighter_than_tissue
 from shmn.io.digest import sha256_of
 from shmn.network.model import SHMN
 from shmn import contract
@@ -249,7 +250,7 @@ class _Analysis:
     probabilities: dict[str, sitk.Image]  # only with PredictOptions.probabilities
     brain: sitk.Image | None = None  # the extracted brain on the input's grid
     template_outline: sitk.Image | None = None  # the registered template brain on the input's grid (overview)
-    review: sitk.Image | None = None  # the lesions flagged for review (model unsure), for the overview
+    review: sitk.Image | None = None  # the lesions flagged for review (model unsure, next to bright CSF), for the overview
     motor: object | None = None  # shmn.inference.motor.CaseMotorBurden (None: the model has no lesion output)
 
 
@@ -269,7 +270,8 @@ def _analyse(native: sitk.Image, case: str, input_path: Path, predictor: Predict
     review_thresholds = ReviewThresholds(options.lesion_review_uncertainty, options.lesion_review_disagreement)
     # Per-lesion uncertainty is the network's own (its probability before the native-grid boundary step).
     network_pvl = (prediction.network_probabilities or probabilities)["pvl"]
-    uncertainty, review = lesion_review(pvl, network_pvl, disagreement, review_thresholds) if has_pvl else (None, None)
+    bright_csf = ventricles if has_ventricles and csf_brighter_than_tissue(prediction.boundary) else None
+    uncertainty, review = lesion_review(pvl, network_pvl, disagreement, review_thresholds, bright_csf) if has_pvl else (None, None)
     if review is not None and prediction.not_shown is not None and prediction.not_shown.candidates:
         review = sitk.Or(review, prediction.not_shown.mask)  # the overview outlines both: places to look twice
     fields = dict(

@@ -11,21 +11,29 @@ its own voxels on the input's grid:
 - ``disagreement`` (only with test-time flips, ``shmn predict --tta``): the mean over the lesion of the
   per-voxel standard deviation of the PVL probability across the mirror-flipped passes.
 A lesion is flagged ``review`` when its uncertainty exceeds ``ReviewThresholds.uncertainty_bits`` or
-its flip disagreement exceeds ``ReviewThresholds.disagreement``.
+its flip disagreement exceeds ``ReviewThresholds.disagreement`` (reason "model unsure"), and, on an image whose CSF
+is brighter than the tissue around the ventricles (not nulled: shmn.measures.ventricle_visibility), when it touches
+the ventricle mask (a voxel of it in or next to the mask; reason "next to bright CSF"): there the partial volume of bright CSF at
+the ventricle wall looks like a periventricular lesion, and however sure the model is, the image cannot tell them
+apart. Flags only: the masks and volumes stay as they are.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
+from scipy import ndimage
+
+from shmn.measures.ventricle_visibility import NEXT_TO_BRIGHT_CSF
 
 # Mean entropy above 0.5 bits: on average the voxels' p is below ~0.89 (H(0.89) = 0.5 bits), i.e. the
 # model gives at least about one chance in nine that a typical voxel of the lesion is not lesion.
 REVIEW_UNCERTAINTY_BITS = 0.6
 # A mean flip-to-flip standard deviation of 0.1: mirror images of the same brain disagree by 0.1 in p.
 REVIEW_DISAGREEMENT = 0.1
+MODEL_UNSURE = "model unsure"
 
 
 @dataclass(frozen=True)
@@ -40,13 +48,21 @@ class LesionUncertainty:
     mean_probability: float
     uncertainty: float  # mean binary entropy in bits
     disagreement: Optional[float]  # mean flip standard deviation; None without test-time flips
-    review: bool
+    model_unsure: bool  # entropy or flip disagreement above its threshold
+    next_to_bright_csf: bool = False  # touches ventricles whose CSF is brighter than the tissue around them
+
+    @property
+    def review(self) -> bool:
+        return self.model_unsure or self.next_to_bright_csf
 
     def report_fields(self) -> dict:
         fields = {"mean_probability": round(self.mean_probability, 4), "uncertainty": round(self.uncertainty, 4)}
         if self.disagreement is not None:
             fields["tta_disagreement"] = round(self.disagreement, 4)
         fields["review"] = self.review
+        if self.review:
+            fields["review_reason"] = "; ".join(reason for reason, flagged in ((MODEL_UNSURE, self.model_unsure),
+                                                                               (NEXT_TO_BRIGHT_CSF, self.next_to_bright_csf)) if flagged)
         return fields
 
 
@@ -81,9 +97,17 @@ def lesion_uncertainty(labels: np.ndarray, n: int, probability: np.ndarray, disa
     rows = []
     for i, label in enumerate(index):
         flip = None if spread is None else float(spread[i])
-        review = bool(entropy[i] > thresholds.uncertainty_bits or (flip is not None and flip > thresholds.disagreement))
-        rows.append(LesionUncertainty(int(label), float(mean_p[i]), float(entropy[i]), flip, review))
+        unsure = bool(entropy[i] > thresholds.uncertainty_bits or (flip is not None and flip > thresholds.disagreement))
+        rows.append(LesionUncertainty(int(label), float(mean_p[i]), float(entropy[i]), flip, unsure))
     return rows
+
+
+def flag_next_to_bright_csf(labels: np.ndarray, lesions: list[LesionUncertainty], ventricles: np.ndarray) -> list[LesionUncertainty]:
+    """Mark the lesions that touch ``ventricles`` (a voxel in or next to them, 26-neighbourhood): for an image whose
+    CSF is bright, where the ventricle wall's partial volume looks like a lesion (arrays share one grid)."""
+    near = ndimage.binary_dilation(np.asarray(ventricles, dtype=bool), structure=np.ones((3, 3, 3), bool))
+    touching = set(np.unique(np.asarray(labels)[near]).tolist()) - {0}
+    return [replace(lesion, next_to_bright_csf=True) if lesion.label in touching else lesion for lesion in lesions]
 
 
 def review_mask(labels: np.ndarray, lesions: list[LesionUncertainty]) -> np.ndarray:
@@ -94,9 +118,10 @@ def review_mask(labels: np.ndarray, lesions: list[LesionUncertainty]) -> np.ndar
     return lookup[labels] if lookup.any() else np.zeros(np.shape(labels), dtype=bool)
 
 
-def lesion_review(pvl, probability, disagreement=None, thresholds: ReviewThresholds = ReviewThresholds()):
+def lesion_review(pvl, probability, disagreement=None, thresholds: ReviewThresholds = ReviewThresholds(), bright_csf_ventricles=None):
     """On SimpleITK images of one grid (the thresholded mask, its probability, optionally the flip
-    disagreement): ({component label: LesionUncertainty}, uint8 image of the lesions flagged for review)."""
+    disagreement and, on an image whose CSF is bright, the ventricle mask): ({component label: LesionUncertainty},
+    uint8 image of the lesions flagged for review)."""
     import SimpleITK as sitk
 
     from shmn.measures.lesions import lesion_components
@@ -104,6 +129,8 @@ def lesion_review(pvl, probability, disagreement=None, thresholds: ReviewThresho
     labels, n = lesion_components(sitk.GetArrayViewFromImage(pvl))
     spread = None if disagreement is None else sitk.GetArrayViewFromImage(disagreement)
     lesions = lesion_uncertainty(labels, n, sitk.GetArrayViewFromImage(probability), spread, thresholds)
+    if bright_csf_ventricles is not None:
+        lesions = flag_next_to_bright_csf(labels, lesions, sitk.GetArrayViewFromImage(bright_csf_ventricles))
     flagged = sitk.GetImageFromArray(review_mask(labels, lesions).astype(np.uint8))
     flagged.CopyInformation(pvl)
     return {lesion.label: lesion for lesion in lesions}, flagged

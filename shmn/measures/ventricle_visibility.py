@@ -16,6 +16,7 @@ before two cohorts nobody had looked at were scored.
 from __future__ import annotations
 
 VISIBLE_MIN_CONTRAST_TO_SPREAD = 2.0
+NEXT_TO_BRIGHT_CSF = "next to bright CSF"  # report.json's review_reason for a lesion flagged by the CSF's brightness
 
 
 def ventricle_visibility(boundary: dict | None) -> dict:
@@ -41,6 +42,24 @@ def visibility_warning(visibility: dict) -> str | None:
             f"tissue's voxel spread, below {visibility['visible_min']:.1f}): the image shows no clear ventricle "
             "boundary, so the ventricle mask and volume are the model's shape estimate; check them against the image "
             "(was the CSF nulled?)")
+
+
+def csf_brighter_than_tissue(boundary: dict | None) -> bool:
+    """Whether the CSF in the ventricles is brighter than the tissue around them (the figure below 0, from
+    ``inference.boundary``): not nulled at all, so that the ventricle wall's partial volume looks like a
+    periventricular lesion (shmn.measures.lesion_uncertainty flags the lesions there for review)."""
+    figure = ((boundary or {}).get("ventricles") or {}).get("contrast_to_spread")
+    return figure is not None and figure < 0
+
+
+def bright_csf_lesion_warning(lesions: list[dict]) -> str | None:
+    """One line for report.json's warnings when lesions were flagged for lying next to bright CSF (None otherwise)."""
+    flagged = sum(NEXT_TO_BRIGHT_CSF in (lesion.get("review_reason") or "") for lesion in lesions)
+    if not flagged:
+        return None
+    return (f"{flagged} lesion(s) touch the ventricles on an image whose CSF is brighter than the tissue: there the "
+            "ventricle wall's partial volume looks like a periventricular lesion, so they are flagged for review "
+            f"({NEXT_TO_BRIGHT_CSF}); check each against the image")
 
 
 def reported_visibility(report: dict) -> bool | None:

@@ -23,7 +23,7 @@ import SimpleITK as sitk
 
 from shmn import __version__
 from shmn.io.atomic import write_text
-from shmn.measures.ventricle_visibility import reported_visibility
+from shmn.measures.ventricle_visibility import NEXT_TO_BRIGHT_CSF, reported_visibility
 from shmn.reporting.motor import burden_estimate, burden_table
 from shmn.reporting.patient import PatientHeader, read_patient_header
 from shmn.reporting.regions import lesion_regions
@@ -127,6 +127,8 @@ def _review_label(lesion: dict) -> str:
     if flagged is None:
         return MISSING
     label = ("review" if "review" in lesion else "uncertain") if flagged else "confident"
+    if flagged and NEXT_TO_BRIGHT_CSF in (lesion.get("review_reason") or ""):  # "review: next to bright CSF"
+        label = f"{label}: {lesion['review_reason']}"
     figures = [f"{float(lesion['uncertainty']):.2f} bits"] if lesion.get("uncertainty") is not None else []
     if lesion.get("tta_disagreement") is not None:
         figures.append(f"mirror diff {float(lesion['tta_disagreement']):.2f}")

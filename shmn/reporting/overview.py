@@ -32,10 +32,11 @@ from shmn.terminology import LATERAL_VENTRICLES, PVL_LESION
 MAX_PIXELS = 320  # per side of a panel
 BRAIN_OUTLINE = ("#39d353", "solid")  # the extracted brain
 TEMPLATE_OUTLINE = ("#ffd60a", "dashed")  # the registered MNI152 brain
-# magenta (apart from every other colour of the picture): lesions the model is unsure of (report.json pvl.lesions[].review)
+# magenta (apart from every other colour of the picture): lesions flagged for review (report.json pvl.lesions[].review:
+# the model is unsure of them, or they touch ventricles whose CSF is bright)
 # and candidates the image does not show, left out of the mask (pvl.not_shown): look twice
 REVIEW_COLOUR = "#ff00ff"
-REVIEW_LEGEND = "magenta: PVL lesions flagged for review (model unsure) or not shown by the image (not in the mask)"
+REVIEW_LEGEND = "magenta: PVL lesions flagged for review (model unsure, or next to bright CSF) or not shown by the image (not in the mask)"
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shmn import DISCLAIMER, __version__
-from shmn.measures.ventricle_visibility import reported_visibility, ventricle_visibility, visibility_warning
+from shmn.measures.ventricle_visibility import bright_csf_lesion_warning, reported_visibility, ventricle_visibility, visibility_warning
 from shmn.measures.lesion_visibility import not_shown_section, not_shown_warning
 
 MACS_THRESHOLD = 0.5  # paper: probability > 0.5 -> severe (MACS III-V)
@@ -126,7 +126,8 @@ def build_report(
     visibility = ventricle_visibility(inference.get("boundary")) if ventricle_volume_ml is not None else None
     # Lesion candidates the image does not show are out of the mask, never out of sight (shmn.measures.lesion_visibility).
     not_shown = not_shown_section(lesions_not_shown)
-    warnings = list(warnings) + [w for w in [visibility and visibility_warning(visibility), not_shown_warning(not_shown)] if w]
+    warnings = list(warnings) + [w for w in [visibility and visibility_warning(visibility), bright_csf_lesion_warning(lesions),
+                                             not_shown_warning(not_shown)] if w]
     return {
         "case": case,
         "input": {"path": input_path, "geometry": input_geometry},
